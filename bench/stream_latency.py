@@ -1,0 +1,113 @@
+"""Stream WAV files to a server at real-time pace; print lag of finals, stop→complete, WER.
+
+    python -m bench.stream_latency test_audio/en_16k.wav            # starts its own server
+    python -m bench.stream_latency --url ws://host:8001/ws/asr-stream FILE...
+
+Lag of a final = its arrival − the moment the end of its last word was sent
+(stream start + the final's ``end``). With several files they stream at once.
+Prints a table and, with ``--json``, one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.server import running_server
+from clients.asr_client import ASRStreamClient, StreamResult, read_wav
+
+
+def normalize(text: str) -> str:
+    return " ".join(re.sub(r"[^\w' ]", " ", text.lower()).split())
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    import jiwer
+
+    return float(jiwer.wer(normalize(reference), normalize(hypothesis) or "<empty>"))
+
+
+def summarize(path: Path, result: StreamResult) -> dict[str, Any]:
+    assert result.audio_started_at is not None and result.stop_sent_at is not None
+    started = result.audio_started_at
+    lags = [
+        r.at - (started + r.message.end)
+        for r in result.messages
+        if r.message.type == "transcript" and r.message.is_final
+    ]
+    complete_at = next(r.at for r in result.messages if r.message.type == "complete")
+    interims = [
+        r for r in result.messages if r.message.type == "transcript" and not r.message.is_final
+    ]
+    first_interim = min((r.at - started for r in interims), default=None)
+    reference = path.with_suffix(".txt")
+    out: dict[str, Any] = {
+        "file": str(path),
+        "finals": len(lags),
+        "interims": len(interims),
+        "lag_p50_s": round(statistics.median(lags), 3) if lags else None,
+        "lag_max_s": round(max(lags), 3) if lags else None,
+        "lag_mean_s": round(statistics.fmean(lags), 3) if lags else None,
+        "first_interim_s": None if first_interim is None else round(first_interim, 3),
+        "stop_to_complete_s": round(complete_at - result.stop_sent_at, 3),
+        "transcript": result.transcript,
+    }
+    if reference.exists():
+        out["wer"] = round(word_error_rate(reference.read_text(), result.transcript), 4)
+    return out
+
+
+async def stream_all(url: str, files: list[Path], chunk_ms: int) -> list[dict[str, Any]]:
+    client = ASRStreamClient(url)
+
+    async def one(path: Path) -> dict[str, Any]:
+        pcm, rate = read_wav(path)
+        result = await client.transcribe(pcm, sample_rate_hertz=rate, chunk_ms=chunk_ms)
+        return summarize(path, result)
+
+    return list(await asyncio.gather(*(one(f) for f in files)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--url", help="an already running server (default: start one)")
+    parser.add_argument("--chunk-ms", type=int, default=100)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+
+    if args.url:
+        results = asyncio.run(stream_all(args.url, args.files, args.chunk_ms))
+    else:
+        with running_server() as url:
+            results = asyncio.run(stream_all(url, args.files, args.chunk_ms))
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    columns = [
+        "finals",
+        "lag_p50_s",
+        "lag_mean_s",
+        "lag_max_s",
+        "first_interim_s",
+        "stop_to_complete_s",
+        "wer",
+    ]
+    print("file".ljust(28) + "".join(c.rjust(19) for c in columns))
+    for row in results:
+        print(
+            Path(row["file"]).name.ljust(28) + "".join(str(row.get(c)).rjust(19) for c in columns)
+        )
+    for row in results:
+        print(f"\n{Path(row['file']).name}: {row['transcript']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Regenerate the synthetic speech clips from their texts (needs Debian's espeak-ng and sox).
+# Each clip: espeak-ng US English at 140 wpm with 30 ms word gaps, 16-bit mono,
+# 0.5 s of silence at both ends (browsers' fake microphones need a quiet start).
+set -euo pipefail
+cd "$(dirname "$0")"
+make_clip() {  # text-file rate out.wav
+  local tmp; tmp=$(mktemp --suffix=.wav)
+  espeak-ng -v en-us -s 140 -g 3 -w "$tmp" -f "$1"
+  sox "$tmp" -r "$2" -b 16 -c 1 "$3" pad 0.5 0.5
+  rm -f "$tmp"
+}
+make_clip en_16k.txt 16000 en_16k.wav
+make_clip en_48k.txt 48000 en_48k.wav

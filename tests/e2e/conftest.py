@@ -1,0 +1,16 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.server import running_server
+
+
+@pytest.fixture(scope="session")
+def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real `run.py` process with the real faster-whisper tiny.en model."""
+    log = Path(tmp_path_factory.mktemp("server")) / "server.log"
+    with running_server(log_path=log) as url:
+        yield url
