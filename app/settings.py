@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Whisper models take 16 kHz mono audio; every input rate is converted to this.
@@ -49,3 +49,9 @@ class Settings(BaseSettings):
     config_timeout_sec: float = Field(default=10.0, gt=0.0)
     audio_queue_seconds: float = Field(default=30.0, gt=0.0)
     session_close_timeout_sec: float = Field(default=10.0, gt=0.0)
+
+    @model_validator(mode="after")
+    def _cap_above_trimming(self) -> Self:
+        if self.max_buffer_sec <= self.buffer_trimming_sec:
+            raise ValueError("MAX_BUFFER_SEC must be greater than BUFFER_TRIMMING_SEC")
+        return self

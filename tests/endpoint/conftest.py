@@ -29,6 +29,7 @@ def app(loader: CountingLoader) -> FastAPI:
     registry = Registry(settings, entries={})
     registry.register_loader("scripted", loader)
     registry.register_loader("broken", CountingLoader(fail_on_iter=True))
+    registry.register_loader("slow", CountingLoader(iter_delay=1.5))
     return create_app(settings, registry)
 
 

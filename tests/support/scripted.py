@@ -8,6 +8,7 @@ sample count, so tests can check that every sample arrived, in order.
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -17,8 +18,9 @@ from app.settings import ENGINE_SAMPLE_RATE
 
 
 class CountingProcessor:
-    def __init__(self, fail_on_iter: bool = False) -> None:
+    def __init__(self, fail_on_iter: bool = False, iter_delay: float = 0.0) -> None:
         self.fail_on_iter = fail_on_iter
+        self.iter_delay = iter_delay
         self.init()
 
     def init(self, offset: float = 0.0) -> None:
@@ -34,6 +36,7 @@ class CountingProcessor:
     def process_iter(self) -> TextSpan | None:
         if self.fail_on_iter:
             raise RuntimeError("scripted engine failure /secret/path")
+        time.sleep(self.iter_delay)  # a slow engine
         whole = self.total // ENGINE_SAMPLE_RATE
         if whole <= self.seconds_committed:
             return None
@@ -47,9 +50,12 @@ class CountingProcessor:
     def unconfirmed(self) -> TextSpan | None:
         return TextSpan(float(self.seconds_committed), self.total / ENGINE_SAMPLE_RATE, " pending")
 
-    def finish(self) -> tuple[float, float, str]:
-        end = self.total / ENGINE_SAMPLE_RATE
-        return (float(self.seconds_committed), end, f" end{self.total}")
+    def finish(self) -> TextSpan:
+        """Whole seconds not yet committed, then ``end<total samples>``."""
+        start, end = float(self.seconds_committed), self.total / ENGINE_SAMPLE_RATE
+        rest = self.process_iter()
+        text = (rest.text if rest else "") + f" end{self.total}"
+        return TextSpan(start, end, text, rest.words if rest else ())
 
     @property
     def audio(self) -> Audio:
@@ -62,11 +68,12 @@ class CountingLoader:
 
     min_chunk_sec: float = 1.0
     fail_on_iter: bool = False
+    iter_delay: float = 0.0
     processors: list[CountingProcessor] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load(self, request: EngineRequest) -> tuple[CountingProcessor, EngineInfo]:
-        processor = CountingProcessor(self.fail_on_iter)
+        processor = CountingProcessor(self.fail_on_iter, self.iter_delay)
         with self.lock:
             self.processors.append(processor)
         return processor, EngineInfo(request.backend, request.model, self.min_chunk_sec)
