@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
-from app.asr.base import EngineRequest
+from app.asr.base import EngineRequest, RecognizerLoader
 from app.asr.registry import Registry
 from app.languages import to_whisper_language
 from app.settings import Settings
@@ -30,10 +30,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         request = EngineRequest(
             backend=settings.default_backend,
             model=settings.default_model,
-            language=to_whisper_language(settings.default_language_code) or "en",
+            language=to_whisper_language(settings.default_language_code),
+            language_code=settings.default_language_code,
         )
         loader = registry.get_loader(request.backend)
-        await asyncio.to_thread(loader.load, request)
+        if not isinstance(loader, RecognizerLoader):
+            await asyncio.to_thread(loader.load, request)
         app.state.ready = True
         logger.info("ready: default backend %s, model %s", request.backend, request.model)
         yield

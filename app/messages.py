@@ -43,6 +43,7 @@ class ControlMessage(BaseModel):
 
 
 _CONFIG_FIELDS = frozenset(StreamConfig.model_fields)
+CONTROL_TYPES = ("stop",)
 
 
 def _load_json_object(text: str, what: str) -> dict[str, Any]:
@@ -104,12 +105,19 @@ def parse_control(text: str) -> ControlMessage:
             code="config_already_sent",
             fatal=False,
         )
+    if kind not in CONTROL_TYPES:
+        raise ProtocolError(
+            f"Unknown control message type {kind!r}; supported: {', '.join(CONTROL_TYPES)}.",
+            code="unknown_message_type",
+            fatal=False,
+        )
     try:
         return ControlMessage.model_validate(data)
     except PydanticValidationError:
+        extra = ", ".join(sorted(set(data) - {"type"}))
         raise ProtocolError(
-            f"Unknown control message type {kind!r}; the supported type is 'stop'.",
-            code="unknown_message_type",
+            f"The {kind!r} message takes no other fields (got: {extra}).",
+            code="invalid_control_message",
             fatal=False,
         ) from None
 

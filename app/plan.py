@@ -46,15 +46,10 @@ def plan_session(config: StreamConfig, settings: Settings, registry: Registry) -
             field="sample_rate_hertz",
         )
     language_code = config.language_code or settings.default_language_code
-    language = to_whisper_language(language_code)
-    if language is None:
-        reason = (
-            "is not a BCP-47 language tag"
-            if not is_bcp47(language_code)
-            else ("is not a language this service recognises")
-        )
+    if not is_bcp47(language_code):
         raise ConfigError(
-            f"Field 'language_code' {language_code!r} {reason} (examples: 'en-US', 'ar-EG').",
+            f"Field 'language_code' {language_code!r} is not a BCP-47 language tag "
+            "(examples: 'en-US', 'ar-EG').",
             code="unsupported_language",
             field="language_code",
         )
@@ -79,7 +74,13 @@ def plan_session(config: StreamConfig, settings: Settings, registry: Registry) -
     )
     return SessionPlan(
         request=EngineRequest(
-            backend=backend, model=model, language=language, punctuation=punctuation
+            backend=backend,
+            model=model,
+            language=to_whisper_language(language_code),
+            language_code=language_code,
+            punctuation=punctuation,
+            word_offsets=config.enable_word_time_offsets,
+            interim_results=interim,
         ),
         language_code=language_code,
         sample_rate_hertz=rate,

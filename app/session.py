@@ -20,13 +20,13 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from app.asr.base import (
     ASRProcessor,
     Audio,
     EngineInfo,
     ProcessorResult,
+    Recognizer,
     SupportsInterim,
     TextSpan,
     as_text_span,
@@ -154,12 +154,6 @@ class AudioHandoff:
 # --------------------------------------------------------------------------- recognizers
 
 
-class Recognizer(Protocol):
-    """Runs in the recognition thread until the hand-off ends or aborts."""
-
-    def run(self, handoff: AudioHandoff, emit: Emit) -> None: ...
-
-
 class ProcessorRecognizer:
     """Drives an `ASRProcessor`: gather `min_chunk_sec` of audio, `process_iter`, emit."""
 
@@ -218,12 +212,14 @@ class StreamingSession:
         loop: asyncio.AbstractEventLoop,
         *,
         queue_seconds: float,
+        sample_rate: int = ENGINE_SAMPLE_RATE,
     ) -> None:
         self.session_id = session_id
         self.recognizer = recognizer
         self.events: asyncio.Queue[SessionEvent] = asyncio.Queue()
         self._loop = loop
-        self.handoff = AudioHandoff(int(queue_seconds * ENGINE_SAMPLE_RATE), loop)
+        self.sample_rate = sample_rate  # of the audio handed to the recognizer
+        self.handoff = AudioHandoff(int(queue_seconds * sample_rate), loop)
         self.thread = threading.Thread(target=self._run, name=f"asr-{session_id}", daemon=True)
         self.samples_received = 0
 
@@ -261,7 +257,9 @@ class StreamingSession:
             self.recognizer.run(self.handoff, self._emit)
         except ASRError as exc:
             logger.warning("[%s] engine error: %s", self.session_id, exc.detail)
-            self._emit(ErrorEvent(exc))
+            # The recognizer has stopped, so whatever it raised ends the session.
+            error = exc if exc.fatal else BackendFailure(exc.detail, code=exc.code)
+            self._emit(ErrorEvent(error))
         except Exception:
             logger.exception("[%s] recognition thread failed", self.session_id)
             self._emit(

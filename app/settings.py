@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     min_chunk_size: float = Field(default=1.0, gt=0.0, le=10.0)
     buffer_trimming: Literal["segment", "sentence"] = "segment"
     buffer_trimming_sec: float = Field(default=15.0, gt=1.0, le=28.0)
-    max_buffer_sec: float = Field(default=25.0, gt=2.0, le=29.0)
+    max_buffer_sec: float = Field(default=25.0, gt=6.0, le=29.0)
 
     # Limits
     max_frame_bytes: int = Field(default=1_048_576, ge=2)

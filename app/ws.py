@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app.asr.base import TextSpan
+from app.asr.base import Recognizer, RecognizerLoader, TextSpan
 from app.asr.registry import Registry
 from app.audio import PcmDecoder
 from app.errors import ASRError, CloseCode, FrameTooLarge, ProtocolError
@@ -63,7 +63,7 @@ class TranscriptFormatter:
         self._finals = 0
 
     def __call__(self, span: TextSpan, is_final: bool) -> Transcript:
-        text = span.text if self.plan.punctuation else _PUNCTUATION.sub("", span.text)
+        text = span.text if self.plan.punctuation else _strip_punctuation(span.text)
         if not is_final:
             text = text.strip()
         elif self._finals == 0:
@@ -75,7 +75,7 @@ class TranscriptFormatter:
         words = None
         if self.plan.word_offsets:
             words = [
-                Word(word=w.word.strip(), start=_t(w.start), end=_t(w.end)) for w in span.words
+                Word(word=self._word(w.word), start=_t(w.start), end=_t(w.end)) for w in span.words
             ]
         confidence = None if span.confidence is None else round(span.confidence, 4)
         return Transcript(
@@ -86,6 +86,13 @@ class TranscriptFormatter:
             end=_t(span.end),
             words=words,
         )
+
+    def _word(self, word: str) -> str:
+        return (word if self.plan.punctuation else _strip_punctuation(word)).strip()
+
+
+def _strip_punctuation(text: str) -> str:
+    return _PUNCTUATION.sub("", text)
 
 
 def _t(seconds: float) -> float:
@@ -163,13 +170,20 @@ class StreamEndpoint:
 
     async def _open_session(self, session_id: str, plan: SessionPlan) -> StreamingSession:
         loader = self.registry.get_loader(plan.request.backend)
-        processor, info = await asyncio.to_thread(loader.load, plan.request)
-        recognizer = ProcessorRecognizer(processor, info, interim=plan.interim_results)
+        recognizer: Recognizer
+        if isinstance(loader, RecognizerLoader):
+            recognizer, info = await asyncio.to_thread(
+                loader.open_recognizer, plan.request, plan.sample_rate_hertz
+            )
+        else:
+            processor, info = await asyncio.to_thread(loader.load, plan.request)
+            recognizer = ProcessorRecognizer(processor, info, interim=plan.interim_results)
         session = StreamingSession(
             session_id,
             recognizer,
             asyncio.get_running_loop(),
             queue_seconds=self.settings.audio_queue_seconds,
+            sample_rate=info.sample_rate or plan.sample_rate_hertz,
         )
         session.start()
         self.active.add(session)
@@ -195,7 +209,7 @@ class StreamEndpoint:
     async def _read(
         self, websocket: WebSocket, session: StreamingSession, plan: SessionPlan
     ) -> None:
-        decoder = PcmDecoder(plan.sample_rate_hertz)
+        decoder = PcmDecoder(plan.sample_rate_hertz, target_rate=session.sample_rate)
         state = StreamState()
         max_frame = self.settings.max_frame_bytes
         while True:

@@ -5,7 +5,7 @@
 
 Lag of a final = its arrival − the moment the end of its last word was sent
 (stream start + the final's ``end``). With several files they stream at once.
-Prints a table and, with ``--json``, one JSON object.
+Prints a table and, with ``--json``, a JSON list with one object per file.
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--url", help="an already running server (default: start one)")
     parser.add_argument("--chunk-ms", type=int, default=100)
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--json", action="store_true", help="print JSON (a list, one object per file)"
+    )
     args = parser.parse_args(argv)
 
     if args.url:

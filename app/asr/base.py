@@ -15,10 +15,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, NotRequired, Protocol, TypedDict, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    NamedTuple,
+    NotRequired,
+    Protocol,
+    TypedDict,
+    runtime_checkable,
+)
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from app.session import AudioHandoff, Emit
 
 Audio = npt.NDArray[np.float32]
 """Mono float32 samples in [-1, 1] at `ENGINE_SAMPLE_RATE` (16 kHz)."""
@@ -146,9 +157,13 @@ class EngineRequest:
 
     backend: str
     model: str
-    language: str
-    """Whisper language code (``"en"``, ``"ar"``…), already mapped from BCP-47."""
+    language: str | None
+    """Whisper language code (``"en"``, ``"ar"``…) mapped from BCP-47; None if Whisper lacks it."""
+    language_code: str = "en-US"
+    """The BCP-47 tag as the client gave it (engines such as Google take it as is)."""
     punctuation: bool = True
+    word_offsets: bool = False
+    interim_results: bool = True
 
 
 @dataclass(frozen=True)
@@ -159,12 +174,33 @@ class EngineInfo:
     model: str
     min_chunk_sec: float = 1.0
     """How much new audio to gather before each `process_iter`."""
+    sample_rate: int | None = 16_000
+    """The rate the engine takes; None takes the client's rate as it is (no resampling)."""
 
 
 class ModelLoader(Protocol):
     """Builds a fresh processor per session; heavy models are cached inside the loader."""
 
     def load(self, request: EngineRequest) -> tuple[ASRProcessor, EngineInfo]: ...
+
+
+class Recognizer(Protocol):
+    """A session's engine loop; runs in the recognition thread until the hand-off ends."""
+
+    def run(self, handoff: AudioHandoff, emit: Emit) -> None: ...
+
+
+@runtime_checkable
+class RecognizerLoader(Protocol):
+    """A loader for an engine with its own streaming loop (a cloud bridge, say).
+
+    Used instead of `ModelLoader.load` when a backend's loader has it.
+    ``sample_rate_hertz`` is the client's rate.
+    """
+
+    def open_recognizer(
+        self, request: EngineRequest, sample_rate_hertz: int
+    ) -> tuple[Recognizer, EngineInfo]: ...
 
 
 def as_text_span(result: ProcessorResult) -> TextSpan | None:

@@ -48,10 +48,17 @@ class FasterWhisperLoader:
                 code="unknown_model",
                 field="model",
             )
+        if request.language is None:
+            raise ConfigError(
+                f"Field 'language_code' {request.language_code!r} is not a language Whisper "
+                "recognises.",
+                code="unsupported_language",
+                field="language_code",
+            )
         if request.model.endswith(".en") and request.language != "en":
             raise ConfigError(
-                f"Model '{request.model}' understands English only; language "
-                f"'{request.language}' needs a multilingual model.",
+                f"Model '{request.model}' understands English only; field 'language_code' "
+                f"{request.language_code!r} needs a multilingual model.",
                 code="unsupported_language",
                 field="language_code",
             )
@@ -81,7 +88,7 @@ class FasterWhisperLoader:
                 )
                 self._models[request.model] = model
         return FasterWhisperASR(
-            request.language,
+            request.language or "en",  # `check` refused None
             model=model,
             beam_size=settings.whisper_beam_size,
             vad_filter=settings.whisper_vad_filter,

@@ -12,11 +12,12 @@ import threading
 from collections.abc import Callable
 from typing import TypeAlias
 
-from app.asr.base import ModelLoader
+from app.asr.base import ModelLoader, RecognizerLoader
 from app.errors import BackendUnavailable
 from app.settings import Settings
 
-LoaderFactory: TypeAlias = Callable[[Settings], ModelLoader]
+AnyLoader: TypeAlias = ModelLoader | RecognizerLoader
+LoaderFactory: TypeAlias = Callable[[Settings], AnyLoader]
 
 # Backends that ship with the service.
 BUILTIN_BACKENDS: dict[str, str] = {
@@ -30,10 +31,10 @@ class Registry:
     def __init__(self, settings: Settings, entries: dict[str, str] | None = None) -> None:
         self._settings = settings
         self._lazy: dict[str, str] = dict(BUILTIN_BACKENDS if entries is None else entries)
-        self._loaders: dict[str, ModelLoader] = {}
+        self._loaders: dict[str, AnyLoader] = {}
         self._lock = threading.Lock()
 
-    def register_loader(self, name: str, loader: ModelLoader | str) -> None:
+    def register_loader(self, name: str, loader: AnyLoader | str) -> None:
         """Register a loader object, or a ``"module:attr"`` factory imported on first use."""
         with self._lock:
             self._loaders.pop(name, None)
@@ -50,7 +51,7 @@ class Registry:
     def __contains__(self, name: object) -> bool:
         return name in self.list_loaders()
 
-    def get_loader(self, name: str) -> ModelLoader:
+    def get_loader(self, name: str) -> AnyLoader:
         """The loader for ``name``: `KeyError` if unknown, `BackendUnavailable` if unusable."""
         with self._lock:
             if name in self._loaders:
