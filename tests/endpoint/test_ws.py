@@ -196,7 +196,7 @@ def test_48k_input_is_resampled_to_16k(client: TestClient, loader: CountingLoade
             "unsupported_language",
             "language_code",
         ),
-        (json.dumps({**CONFIG, "language_code": "xx-YY"}), "unsupported_language", "language_code"),
+        (json.dumps({**CONFIG, "language_code": "en_US"}), "unsupported_language", "language_code"),
         (json.dumps({**CONFIG, "backend": "nope"}), "unknown_backend", "backend"),
     ],
 )
