@@ -90,7 +90,8 @@ def to_timed_words(raw: Iterable[RawWord | tuple[float, ...]], offset: float) ->
             word = item
         else:
             start, end, text, *rest = item
-            word = TimedWord(float(start), float(end), str(text), float(rest[0]) if rest else None)
+            probability = float(rest[0]) if rest and rest[0] is not None else None
+            word = TimedWord(float(start), float(end), str(text), probability)
         words.append(word._replace(start=word.start + offset, end=word.end + offset))
     return words
 
@@ -135,17 +136,21 @@ class HypothesisBuffer:
 
     def commit_all(self, words: Sequence[TimedWord]) -> list[TimedWord]:
         """Commit ``words`` without agreement (end of stream, or the hard cap)."""
+        committed_ids = {id(w) for w in words}
+        self.buffer = [w for w in self.buffer if id(w) not in committed_ids]
         commit = list(words)
         self._mark_committed(commit)
-        committed_ids = {id(w) for w in commit}
-        self.buffer = [w for w in self.buffer if id(w) not in committed_ids]
         self.buffer = [w for w in self.buffer if w.start >= self.last_committed_time]
         return commit
 
-    def _mark_committed(self, words: Sequence[TimedWord]) -> None:
-        if words:
-            self.committed_in_buffer.extend(words)
-            self.last_committed_time = words[-1].end
+    def _mark_committed(self, words: list[TimedWord]) -> None:
+        """Record a commit; clamp starts so committed words never overlap (times jitter)."""
+        for i, word in enumerate(words):
+            if word.start < self.last_committed_time:
+                start = self.last_committed_time
+                words[i] = word._replace(start=start, end=max(word.end, start))
+            self.last_committed_time = words[i].end
+        self.committed_in_buffer.extend(words)
 
     def pop_committed(self, time: float) -> None:
         """Forget committed words that end at or before ``time`` (they left the buffer)."""
@@ -209,9 +214,9 @@ class OnlineASRProcessor:
         else:
             tail = self.hypothesis.buffer
         committed = self.hypothesis.commit_all(tail)
-        self.committed.extend(committed)
-        end = self.buffer_end
-        self.init(offset=end)
+        history = [*self.committed, *committed]
+        self.init(offset=self.buffer_end)
+        self.committed = history  # the prompt context carries on
         return span_of(committed, self.asr.sep)
 
     # -- interim ---------------------------------------------------------------

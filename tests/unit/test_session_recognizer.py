@@ -1,0 +1,435 @@
+"""`ProcessorRecognizer.run` in a thread over a real `AudioHandoff`, and the hand-off itself."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+
+from app.asr.base import Audio, EngineInfo, ProcessorResult, TextSpan
+from app.session import (
+    AudioHandoff,
+    Batch,
+    CompleteEvent,
+    ProcessorRecognizer,
+    SessionEvent,
+    TranscriptEvent,
+)
+from app.settings import ENGINE_SAMPLE_RATE
+
+SR = ENGINE_SAMPLE_RATE
+WAIT_SEC = 2.0
+
+
+def silence(seconds: float) -> Audio:
+    return np.zeros(round(seconds * SR), dtype=np.float32)
+
+
+@dataclass
+class ScriptedProcessor:
+    """Path 2 engine: returns ``finals[k]`` from the k-th `process_iter`; logs every call."""
+
+    finals: Sequence[ProcessorResult] = ()
+    last: ProcessorResult = None
+    gate: threading.Event | None = None  # process_iter waits for it when set
+    log: list[tuple[str, int]] = field(default_factory=list)
+    total: int = 0
+    iters: int = 0
+
+    def init(self, offset: float = 0.0) -> None:
+        self.log.append(("init", 0))
+
+    def insert_audio_chunk(self, audio: Audio) -> None:
+        self.total += len(audio)
+        self.log.append(("insert", len(audio)))
+
+    def process_iter(self) -> ProcessorResult:
+        self.log.append(("iter", self.total))
+        if self.gate is not None:
+            assert self.gate.wait(WAIT_SEC)
+        self.iters += 1
+        k = self.iters - 1
+        return self.finals[k] if k < len(self.finals) else None
+
+    def finish(self) -> ProcessorResult:
+        self.log.append(("finish", self.total))
+        return self.last
+
+    def calls(self, name: str) -> list[int]:
+        return [n for kind, n in self.log if kind == name]
+
+
+@dataclass
+class InterimProcessor(ScriptedProcessor):
+    """Also shows an unconfirmed guess: ``pending[k]`` after the k-th `process_iter`."""
+
+    pending: Sequence[str | None] = ()
+
+    def unconfirmed(self) -> TextSpan | None:
+        k = self.iters - 1
+        text = self.pending[k] if k < len(self.pending) else None
+        return None if text is None else TextSpan(0.0, self.total / SR, text)
+
+
+class CountingHandoff(AudioHandoff):
+    """Counts `take` calls, so a test knows when the thread is back waiting for audio."""
+
+    def __init__(self, capacity_samples: int, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(capacity_samples, loop)
+        self.takes = 0
+
+    def take(self, timeout: float | None = None) -> Batch:
+        self.takes += 1
+        return super().take(timeout)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Poll ``condition`` until it holds (at most `WAIT_SEC`)."""
+    deadline = time.monotonic() + WAIT_SEC
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.001)
+
+
+@dataclass
+class Harness:
+    handoff: CountingHandoff
+    recognizer: ProcessorRecognizer
+    events: list[SessionEvent] = field(default_factory=list)
+    thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(
+            target=self.recognizer.run, args=(self.handoff, self.events.append), daemon=True
+        )
+        self.thread.start()
+
+    async def put_and_settle(self, audio: Audio) -> None:
+        """Put one chunk and wait until the thread has handled it and waits again."""
+        takes = self.handoff.takes
+        assert await self.handoff.put(audio)
+        await until(lambda: self.handoff.takes == takes + 1)
+
+    def join(self) -> None:
+        assert self.thread is not None
+        self.thread.join(WAIT_SEC)
+        assert not self.thread.is_alive()
+
+    @property
+    def finals(self) -> list[str]:
+        return [e.span.text for e in self.events if isinstance(e, TranscriptEvent) and e.is_final]
+
+    @property
+    def transcripts(self) -> list[tuple[str, bool]]:
+        return [(e.span.text, e.is_final) for e in self.events if isinstance(e, TranscriptEvent)]
+
+
+def harness(
+    processor: ScriptedProcessor,
+    *,
+    min_chunk_sec: float = 1.0,
+    interim: bool = False,
+    capacity_sec: float = 30.0,
+    start: bool = True,
+) -> Harness:
+    loop = asyncio.get_running_loop()
+    h = Harness(
+        CountingHandoff(round(capacity_sec * SR), loop),
+        ProcessorRecognizer(processor, EngineInfo("scripted", "m", min_chunk_sec), interim=interim),
+    )
+    if start:
+        h.start()
+    return h
+
+
+async def started(h: Harness) -> Harness:
+    await until(lambda: h.handoff.takes == 1)
+    return h
+
+
+# --------------------------------------------------------------------------- gathering
+
+
+@pytest.mark.parametrize(
+    ("chunk_sec", "iters_after"),
+    [
+        # 0.25 s chunks: every 4th chunk makes 1 s of new audio.
+        (0.25, [0, 0, 0, 1, 1, 1, 1, 2, 2]),
+        # 0.6 s chunks: 1.2 s triggers a pass; the 0.2 s over is not carried on.
+        (0.6, [0, 1, 1, 2, 2, 3]),
+        # A chunk of 1 s or more triggers a pass every time.
+        (1.5, [1, 2, 3]),
+    ],
+)
+async def test_process_iter_runs_only_once_min_chunk_of_new_audio_is_gathered(
+    chunk_sec: float, iters_after: list[int]
+) -> None:
+    processor = ScriptedProcessor()
+    h = await started(harness(processor, min_chunk_sec=1.0))
+    seen = []
+    for _ in iters_after:
+        await h.put_and_settle(silence(chunk_sec))
+        seen.append(len(processor.calls("iter")))
+    assert seen == iters_after
+    h.handoff.end()
+    h.join()
+    chunk = round(chunk_sec * SR)
+    per_pass = -(-SR // chunk)  # chunks needed for 1 s
+    # Each pass saw whole chunks, and the end made no extra pass.
+    assert processor.calls("iter") == [chunk * per_pass * (k + 1) for k in range(iters_after[-1])]
+    assert processor.calls("finish") == [chunk * len(iters_after)]
+
+
+async def test_audio_queued_together_is_taken_in_one_batch_and_one_pass() -> None:
+    processor = ScriptedProcessor()
+    h = harness(processor, start=False)
+    for _ in range(3):
+        assert await h.handoff.put(silence(1.0))
+    assert h.handoff.queued_seconds == pytest.approx(3.0)
+    h.start()
+    await until(lambda: h.handoff.takes == 2)
+    assert processor.log == [("insert", SR)] * 3 + [("iter", 3 * SR)]
+    assert h.handoff.queued_seconds == 0.0
+    h.handoff.end()
+    h.join()
+    assert processor.log[-1] == ("finish", 3 * SR)
+
+
+# --------------------------------------------------------------------------- finals
+
+
+async def test_finals_are_emitted_in_order_and_complete_comes_last_after_end() -> None:
+    processor = ScriptedProcessor(
+        finals=[
+            (0.0, 0.5, " one"),
+            None,
+            (0.5, 1.0, "   "),  # empty text: nothing to emit
+            TextSpan(1.0, 1.5, " two"),
+            (1.5, 2.0, " three"),
+        ],
+        last=(2.0, 2.4, " four"),
+    )
+    h = await started(harness(processor))
+    for _ in range(5):
+        await h.put_and_settle(silence(1.0))
+    assert h.finals == [" one", " two", " three"]
+    assert not any(isinstance(e, CompleteEvent) for e in h.events)
+
+    # The last audio arrives with the end: finish gets it; no further pass.
+    assert await h.handoff.put(silence(0.4))
+    h.handoff.end()
+    h.join()
+
+    assert h.finals == [" one", " two", " three", " four"]
+    assert isinstance(h.events[-1], CompleteEvent)
+    assert sum(isinstance(e, CompleteEvent) for e in h.events) == 1
+    assert all(e.is_final for e in h.events if isinstance(e, TranscriptEvent))
+    spans = [e.span for e in h.events if isinstance(e, TranscriptEvent)]
+    assert [(s.start, s.end) for s in spans] == [(0.0, 0.5), (1.0, 1.5), (1.5, 2.0), (2.0, 2.4)]
+    assert processor.log[-2:] == [("insert", round(0.4 * SR)), ("finish", round(5.4 * SR))]
+    assert len(processor.calls("iter")) == 5
+    # The hand-off is closed: more audio is refused.
+    assert await h.handoff.put(silence(0.1)) is False
+
+
+async def test_end_without_audio_still_finishes_and_completes() -> None:
+    processor = ScriptedProcessor(last=None)
+    h = await started(harness(processor))
+    h.handoff.end()
+    h.join()
+    assert processor.log == [("finish", 0)]
+    assert len(h.events) == 1
+    assert isinstance(h.events[0], CompleteEvent)
+
+
+async def test_audio_taken_with_the_end_goes_to_finish_without_a_pass() -> None:
+    processor = ScriptedProcessor(finals=[(0.0, 1.0, " never")], last=(0.0, 1.4, " all"))
+    h = harness(processor, start=False)
+    assert await h.handoff.put(silence(1.4))  # more than min_chunk_sec
+    h.handoff.end()
+    h.start()  # one batch: the audio and the end together
+    h.join()
+    assert processor.log == [("insert", round(1.4 * SR)), ("finish", round(1.4 * SR))]
+    assert h.finals == [" all"]
+    assert isinstance(h.events[-1], CompleteEvent)
+
+
+# --------------------------------------------------------------------------- abort
+
+
+async def test_abort_stops_a_waiting_thread_promptly_without_finishing() -> None:
+    processor = ScriptedProcessor(finals=[(0.0, 1.0, " one")], last=(1.0, 2.0, " never"))
+    h = await started(harness(processor))
+    await h.put_and_settle(silence(1.0))
+    assert h.finals == [" one"]
+
+    began = time.monotonic()
+    h.handoff.abort()
+    h.join()
+    assert time.monotonic() - began < 0.5
+    assert processor.calls("finish") == []
+    assert not any(isinstance(e, CompleteEvent) for e in h.events)
+    assert await h.handoff.put(silence(0.5)) is False
+
+
+async def test_abort_during_a_pass_drops_queued_audio_and_stops_after_the_pass() -> None:
+    gate = threading.Event()
+    processor = ScriptedProcessor(finals=[(0.0, 1.0, " one")], gate=gate)
+    h = await started(harness(processor))
+    assert await h.handoff.put(silence(1.0))
+    await until(lambda: processor.calls("iter") == [SR])  # the pass is under way
+    assert await h.handoff.put(silence(2.0))  # queued behind it
+    assert h.handoff.queued_seconds == pytest.approx(2.0)
+
+    h.handoff.abort()
+    assert h.handoff.queued_seconds == 0.0
+    gate.set()
+    h.join()
+    assert processor.log == [("insert", SR), ("iter", SR)]  # the queued 2 s never arrived
+    assert not any(isinstance(e, CompleteEvent) for e in h.events)
+
+
+# --------------------------------------------------------------------------- interim
+
+
+INTERIM_FINALS: list[ProcessorResult] = [
+    None,
+    None,
+    None,
+    None,
+    None,
+    (0.0, 1.0, " a b"),
+    (1.0, 2.0, " c"),
+    None,
+]
+INTERIM_PENDING: list[str | None] = [
+    " a",  # new -> interim
+    " a ",  # same text once stripped -> nothing
+    " a b",  # changed -> interim
+    None,  # nothing pending -> nothing
+    " a b",  # same as the last interim -> nothing
+    " c",  # after the final " a b" -> interim
+    None,  # after the final " c"
+    " d",  # -> interim
+]
+
+
+async def test_interim_results_are_emitted_only_when_the_unconfirmed_text_changes() -> None:
+    processor = InterimProcessor(
+        finals=INTERIM_FINALS, last=(2.0, 3.0, " d"), pending=INTERIM_PENDING
+    )
+    h = await started(harness(processor, interim=True))
+    assert h.recognizer.interim
+    for _ in INTERIM_PENDING:
+        await h.put_and_settle(silence(1.0))
+    h.handoff.end()
+    h.join()
+
+    assert h.transcripts == [
+        (" a", False),
+        (" a b", False),
+        (" a b", True),
+        (" c", False),
+        (" c", True),
+        (" d", False),
+        (" d", True),
+    ]
+    assert isinstance(h.events[-1], CompleteEvent)
+    interim = [e.span for e in h.events if isinstance(e, TranscriptEvent) and not e.is_final]
+    assert interim[0].end == pytest.approx(1.0)  # the span the processor gave
+
+
+async def test_a_final_resets_the_interim_so_the_same_guess_is_shown_again() -> None:
+    processor = InterimProcessor(finals=[None, (0.0, 0.5, " x")], pending=[" y", " y"], last=None)
+    h = await started(harness(processor, interim=True))
+    await h.put_and_settle(silence(1.0))
+    await h.put_and_settle(silence(1.0))
+    h.handoff.end()
+    h.join()
+    assert h.transcripts == [(" y", False), (" x", True), (" y", False)]
+
+
+async def test_no_interim_results_when_turned_off_or_unsupported() -> None:
+    off = InterimProcessor(finals=INTERIM_FINALS, pending=INTERIM_PENDING)
+    h = await started(harness(off, interim=False))
+    assert not h.recognizer.interim
+    for _ in INTERIM_PENDING:
+        await h.put_and_settle(silence(1.0))
+    h.handoff.end()
+    h.join()
+    assert h.transcripts == [(" a b", True), (" c", True)]
+
+    unsupported = ScriptedProcessor()  # no unconfirmed()
+    recognizer = ProcessorRecognizer(unsupported, EngineInfo("s", "m"), interim=True)
+    assert not recognizer.interim
+
+
+# --------------------------------------------------------------------------- backpressure
+
+
+async def test_put_waits_while_the_queue_is_full_and_resumes_after_take() -> None:
+    handoff = AudioHandoff(capacity_samples=100, loop=asyncio.get_running_loop())
+    assert await handoff.put(np.zeros(60, np.float32)) is True
+    assert await handoff.put(np.zeros(0, np.float32)) is True  # empty audio: nothing to queue
+    assert handoff.queued_seconds == 60 / SR
+
+    blocked = asyncio.create_task(handoff.put(np.full(50, 0.5, np.float32)))
+    await asyncio.sleep(0.05)
+    assert not blocked.done()  # 60 + 50 > 100
+    assert handoff.queued_seconds == 60 / SR
+
+    batch = await asyncio.to_thread(handoff.take)  # the recognition thread takes
+    assert batch.samples == 60
+    assert not batch.ended and not batch.aborted
+    assert await asyncio.wait_for(blocked, WAIT_SEC) is True
+    assert handoff.queued_seconds == 50 / SR
+    assert handoff.take().audio[0][0] == 0.5
+
+    # An empty queue takes a chunk however large, so it cannot wait forever.
+    assert await asyncio.wait_for(handoff.put(np.zeros(500, np.float32)), WAIT_SEC) is True
+    assert handoff.queued_seconds == 500 / SR
+
+
+async def test_abort_releases_a_waiting_put_and_end_refuses_more_audio() -> None:
+    handoff = AudioHandoff(capacity_samples=100, loop=asyncio.get_running_loop())
+    assert await handoff.put(np.zeros(100, np.float32))
+    waiting = asyncio.create_task(handoff.put(np.zeros(1, np.float32)))
+    await asyncio.sleep(0.02)
+    assert not waiting.done()
+    handoff.abort()
+    assert await asyncio.wait_for(waiting, WAIT_SEC) is False
+    assert handoff.take().aborted
+
+    ended = AudioHandoff(capacity_samples=100, loop=asyncio.get_running_loop())
+    assert await ended.put(np.zeros(10, np.float32))
+    ended.end()
+    assert await ended.put(np.zeros(10, np.float32)) is False
+    batch = ended.take()
+    assert batch.ended and batch.samples == 10
+
+
+async def test_a_slow_recognizer_holds_back_the_sender() -> None:
+    gate = threading.Event()
+    processor = ScriptedProcessor(gate=gate)
+    h = await started(harness(processor, capacity_sec=1.0))
+    assert await h.handoff.put(silence(1.0))
+    await until(lambda: processor.calls("iter") == [SR])  # busy in a pass
+    assert await h.handoff.put(silence(1.0))  # fills the queue
+    third = asyncio.create_task(h.handoff.put(silence(0.5)))
+    await asyncio.sleep(0.05)
+    assert not third.done()
+    assert h.handoff.queued_seconds == pytest.approx(1.0)
+
+    gate.set()  # the pass ends; the thread takes the queued second
+    assert await asyncio.wait_for(third, WAIT_SEC) is True
+    await until(lambda: processor.total == round(2.5 * SR))
+    h.handoff.end()
+    h.join()
+    assert processor.calls("insert") == [SR, SR, round(0.5 * SR)]
+    assert processor.calls("finish") == [round(2.5 * SR)]
+    assert isinstance(h.events[-1], CompleteEvent)
