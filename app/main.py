@@ -10,8 +10,9 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 
+from app.admin import admin_router
 from app.asr.base import EngineRequest, RecognizerLoader
-from app.asr.registry import Registry
+from app.asr.registry import Registry, set_current
 from app.languages import to_whisper_language
 from app.settings import Settings
 from app.ws import StreamEndpoint
@@ -22,6 +23,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
     settings = settings or Settings()
     registry = registry or Registry(settings)
+    set_current(registry)
     endpoint = StreamEndpoint(settings, registry)
 
     @asynccontextmanager
@@ -47,6 +49,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.ready = False
 
     app.add_api_websocket_route("/ws/asr-stream", endpoint)
+    app.include_router(admin_router(endpoint))
 
     @app.get("/health")
     async def health() -> dict[str, str]:

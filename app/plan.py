@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
-from app.asr.base import EngineRequest
+from app.asr.base import EngineRequest, StreamingOptions
 from app.asr.registry import Registry
 from app.errors import ConfigError
 from app.languages import is_bcp47, to_whisper_language
@@ -12,6 +13,25 @@ from app.messages import StreamConfig
 from app.settings import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Settings
 
 SUPPORTED_ENCODINGS = ("LINEAR16",)
+
+
+@dataclass(frozen=True)
+class SessionDefaults:
+    """What a session gets when its config leaves a field out; `/load_model` replaces it."""
+
+    backend: str
+    model: str
+    language_code: str
+    task: Literal["transcribe", "translate"] = "transcribe"
+    options: StreamingOptions = field(default_factory=StreamingOptions)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> SessionDefaults:
+        return cls(
+            backend=settings.default_backend,
+            model=settings.default_model,
+            language_code=settings.default_language_code,
+        )
 
 
 @dataclass(frozen=True)
@@ -27,8 +47,14 @@ class SessionPlan:
     word_offsets: bool
 
 
-def plan_session(config: StreamConfig, settings: Settings, registry: Registry) -> SessionPlan:
+def plan_session(
+    config: StreamConfig,
+    settings: Settings,
+    registry: Registry,
+    defaults: SessionDefaults | None = None,
+) -> SessionPlan:
     """Validate a config's values (its types are already checked); name the field at fault."""
+    defaults = defaults or SessionDefaults.from_settings(settings)
     encoding = config.encoding.upper()
     if encoding not in SUPPORTED_ENCODINGS:
         raise ConfigError(
@@ -45,7 +71,7 @@ def plan_session(config: StreamConfig, settings: Settings, registry: Registry) -
             code="unsupported_sample_rate",
             field="sample_rate_hertz",
         )
-    language_code = config.language_code or settings.default_language_code
+    language_code = config.language_code or defaults.language_code
     if not is_bcp47(language_code):
         raise ConfigError(
             f"Field 'language_code' {language_code!r} is not a BCP-47 language tag "
@@ -53,7 +79,7 @@ def plan_session(config: StreamConfig, settings: Settings, registry: Registry) -
             code="unsupported_language",
             field="language_code",
         )
-    backend = config.backend or settings.default_backend
+    backend = config.backend or defaults.backend
     if backend not in registry:
         known = ", ".join(registry.list_loaders())
         raise ConfigError(
@@ -61,7 +87,8 @@ def plan_session(config: StreamConfig, settings: Settings, registry: Registry) -
             code="unknown_backend",
             field="backend",
         )
-    model = config.model or settings.default_model
+    # The default model belongs to the default backend; another backend picks its own.
+    model = config.model or (defaults.model if backend == defaults.backend else "")
     punctuation = (
         settings.enable_automatic_punctuation
         if config.enable_automatic_punctuation is None
@@ -81,6 +108,8 @@ def plan_session(config: StreamConfig, settings: Settings, registry: Registry) -
             punctuation=punctuation,
             word_offsets=config.enable_word_time_offsets,
             interim_results=interim,
+            task=defaults.task if backend == defaults.backend else "transcribe",
+            options=defaults.options if backend == defaults.backend else StreamingOptions(),
         ),
         language_code=language_code,
         sample_rate_hertz=rate,

@@ -31,12 +31,18 @@ class Settings(BaseSettings):
     streaming_interim_results: bool = True
     enable_automatic_punctuation: bool = True
 
-    # Local Whisper engine (faster-whisper / CTranslate2)
-    whisper_model_dir: Path | None = None
+    # Local Whisper engine (faster-whisper / CTranslate2). DEFAULT_MODEL may be
+    # "tiny.en", "base" or the path of a CTranslate2 Whisper model folder.
+    model_cache_dir: Path = Path.home() / ".cache" / "asr-stream" / "models"
     whisper_compute_type: str = "int8"
     whisper_cpu_threads: int = Field(default=0, ge=0)
     whisper_beam_size: int = Field(default=1, ge=1, le=10)
     whisper_vad_filter: bool = True
+
+    # Plugins: "name=module:attr" loader factories, comma-separated (see docs/BACKENDS.md);
+    # installed packages can also register through the "asr_stream.backends" entry points.
+    asr_plugins: str = ""
+    whisper_timestamped_model: Path | None = None
 
     # OnlineASRProcessor
     min_chunk_size: float = Field(default=1.0, gt=0.0, le=10.0)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
-from app.asr.base import Recognizer, RecognizerLoader, TextSpan
+from app.asr.base import EngineInfo, Recognizer, RecognizerLoader, TextSpan
 from app.asr.registry import Registry
 from app.audio import PcmDecoder
 from app.errors import ASRError, CloseCode, FrameTooLarge, ProtocolError
@@ -30,7 +30,7 @@ from app.messages import (
     parse_config,
     parse_control,
 )
-from app.plan import SessionPlan, plan_session
+from app.plan import SessionDefaults, SessionPlan, plan_session
 from app.session import (
     CompleteEvent,
     ErrorEvent,
@@ -105,6 +105,7 @@ class StreamEndpoint:
     def __init__(self, settings: Settings, registry: Registry) -> None:
         self.settings = settings
         self.registry = registry
+        self.defaults = SessionDefaults.from_settings(settings)
         self.active: set[StreamingSession] = set()
 
     async def __call__(self, websocket: WebSocket) -> None:
@@ -113,8 +114,8 @@ class StreamEndpoint:
         session: StreamingSession | None = None
         try:
             config = parse_config(await self._receive_config(websocket))
-            plan = plan_session(config, self.settings, self.registry)
-            session = await self._open_session(session_id, plan)
+            plan = plan_session(config, self.settings, self.registry, self.defaults)
+            session, info = await self._open_session(session_id, plan)
             await _send(
                 websocket,
                 Metadata(
@@ -122,15 +123,15 @@ class StreamEndpoint:
                     language_code=plan.language_code,
                     sample_rate_hertz=plan.sample_rate_hertz,
                     encoding=plan.encoding,
-                    backend=plan.request.backend,
-                    model=plan.request.model,
+                    backend=info.backend,
+                    model=info.model,
                 ).to_json(),
             )
             logger.info(
                 "[%s] started: backend=%s model=%s language=%s rate=%d",
                 session_id,
-                plan.request.backend,
-                plan.request.model,
+                info.backend,
+                info.model,
                 plan.language_code,
                 plan.sample_rate_hertz,
             )
@@ -168,7 +169,9 @@ class StreamEndpoint:
             )
         return str(message["text"])
 
-    async def _open_session(self, session_id: str, plan: SessionPlan) -> StreamingSession:
+    async def _open_session(
+        self, session_id: str, plan: SessionPlan
+    ) -> tuple[StreamingSession, EngineInfo]:
         loader = self.registry.get_loader(plan.request.backend)
         recognizer: Recognizer
         if isinstance(loader, RecognizerLoader):
@@ -187,7 +190,7 @@ class StreamEndpoint:
         )
         session.start()
         self.active.add(session)
-        return session
+        return session, info
 
     async def _stream(
         self, websocket: WebSocket, session: StreamingSession, plan: SessionPlan

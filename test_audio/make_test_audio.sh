@@ -12,3 +12,5 @@ make_clip() {  # text-file rate out.wav
 }
 make_clip en_16k.txt 16000 en_16k.wav
 make_clip en_48k.txt 48000 en_48k.wav
+espeak_ar() { local tmp; tmp=$(mktemp --suffix=.wav); espeak-ng -v ar -s 130 -w "$tmp" -f "$1"; sox "$tmp" -r 16000 -b 16 -c 1 "$2" pad 0.5 0.5; rm -f "$tmp"; }
+espeak_ar ar_16k.txt ar_16k.wav  # Arabic, for the multilingual base model

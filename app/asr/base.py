@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import (
     TYPE_CHECKING,
     Any,
+    Literal,
     NamedTuple,
     NotRequired,
     Protocol,
@@ -152,11 +153,21 @@ class SupportsInterim(Protocol):
 
 
 @dataclass(frozen=True)
+class StreamingOptions:
+    """Tuning of `OnlineASRProcessor` (None: the settings' value)."""
+
+    min_chunk_size: float | None = None
+    buffer_trimming: Literal["segment", "sentence"] | None = None
+    buffer_trimming_sec: float | None = None
+
+
+@dataclass(frozen=True)
 class EngineRequest:
     """What a session (or `/load_model`) asks a loader for."""
 
     backend: str
     model: str
+    """Model name or path; "" asks for the backend's own default."""
     language: str | None
     """Whisper language code (``"en"``, ``"ar"``…) mapped from BCP-47; None if Whisper lacks it."""
     language_code: str = "en-US"
@@ -164,6 +175,8 @@ class EngineRequest:
     punctuation: bool = True
     word_offsets: bool = False
     interim_results: bool = True
+    task: Literal["transcribe", "translate"] = "transcribe"
+    options: StreamingOptions = field(default_factory=StreamingOptions)
 
 
 @dataclass(frozen=True)

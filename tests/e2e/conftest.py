@@ -12,5 +12,6 @@ from bench.server import running_server
 def server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real `run.py` process with the real faster-whisper tiny.en model."""
     log = Path(tmp_path_factory.mktemp("server")) / "server.log"
-    with running_server(log_path=log) as url:
+    cache = tmp_path_factory.mktemp("models")
+    with running_server(env={"MODEL_CACHE_DIR": str(cache)}, log_path=log) as url:
         yield url
