@@ -4,9 +4,15 @@
     ├── ConfigError               invalid_config et al.   1008 (policy / bad config)
     ├── ProtocolError             protocol_error          1008
     ├── AudioFormatError          invalid_audio           1008
-    ├── LimitError                frame_too_large         1009 (message too big)
+    ├── LimitError                limit_exceeded          1008
+    │   ├── FrameTooLarge         frame_too_large         1009 (message too big)
+    │   ├── IdleTimeout           idle_timeout            1008
+    │   └── SessionTooLong        max_duration_exceeded   1008
+    ├── AuthError                 unauthorized            1008 (refused at the handshake)
     ├── BackendUnavailable        backend_unavailable     1008
-    └── BackendFailure            engine_failure          1011 (internal error)
+    ├── BackendFailure            engine_failure          1011 (internal error)
+    └── Overloaded                server_full             1013 (try again later)
+        └── ShuttingDown          shutting_down           1012 (service restart)
 
 Each subclass carries a stable ``code`` (the ``error`` message's ``code``) and a
 ``close_code`` (``None`` for a non-fatal error that leaves the session open).
@@ -85,6 +91,33 @@ class LimitError(ASRError):
 class FrameTooLarge(LimitError):
     code = "frame_too_large"
     close_code = CloseCode.MESSAGE_TOO_BIG
+
+
+class IdleTimeout(LimitError):
+    code = "idle_timeout"
+
+
+class SessionTooLong(LimitError):
+    code = "max_duration_exceeded"
+
+
+class AuthError(ASRError):
+    """Missing or wrong API key, or an origin that is not allowed."""
+
+    code = "unauthorized"
+    close_code = CloseCode.POLICY_VIOLATION
+
+
+class Overloaded(ASRError):
+    """No room for another session now; try again later."""
+
+    code = "server_full"
+    close_code = CloseCode.TRY_AGAIN_LATER
+
+
+class ShuttingDown(Overloaded):
+    code = "shutting_down"
+    close_code = CloseCode.SERVICE_RESTART
 
 
 class BackendUnavailable(ASRError):

@@ -7,13 +7,16 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.admin import admin_router
 from app.asr.base import EngineRequest, RecognizerLoader
 from app.asr.registry import Registry, set_current
+from app.errors import AuthError
 from app.languages import to_whisper_language
+from app.messages import ErrorMessage
 from app.settings import Settings
 from app.ws import StreamEndpoint
 
@@ -49,7 +52,23 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.ready = False
 
     app.add_api_websocket_route("/ws/asr-stream", endpoint)
-    app.include_router(admin_router(endpoint))
+
+    async def require_key(request: Request) -> None:
+        """REST auth (when API_KEYS is set): the same keys as the WebSocket."""
+        try:
+            endpoint.auth.check(request.headers, request.query_params)
+        except AuthError as exc:
+            status = 403 if exc.code == "origin_not_allowed" else 401
+            detail = ErrorMessage(detail=exc.detail, code=exc.code).model_dump()
+            raise HTTPException(status_code=status, detail=detail) from None
+
+    protected = [Depends(require_key)]
+    app.include_router(admin_router(endpoint), dependencies=protected)
+
+    @app.get("/metrics", dependencies=protected)
+    async def metrics() -> Response:
+        """Prometheus metrics."""
+        return Response(endpoint.metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -59,8 +78,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     @app.get("/ready", response_model=None)
     async def ready() -> JSONResponse:
         """Readiness: the default engine is loaded and warmed."""
-        if not app.state.ready:
-            return JSONResponse({"status": "loading"}, status_code=503)
+        if not app.state.ready or endpoint.draining:
+            status = "draining" if endpoint.draining else "loading"
+            return JSONResponse({"status": status}, status_code=503)
         return JSONResponse(
             {"status": "ready", "active_sessions": len(endpoint.active)}, status_code=200
         )

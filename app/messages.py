@@ -35,15 +35,15 @@ class StreamConfig(BaseModel):
 
 
 class ControlMessage(BaseModel):
-    """A text message after the config: ``{"type": "stop"}``."""
+    """A text message after the config: ``{"type": "stop" | "keepalive" | "finalize"}``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    type: Literal["stop"]
+    type: Literal["stop", "keepalive", "finalize"]
 
 
 _CONFIG_FIELDS = frozenset(StreamConfig.model_fields)
-CONTROL_TYPES = ("stop",)
+CONTROL_TYPES = ("stop", "keepalive", "finalize")
 
 
 def _load_json_object(text: str, what: str) -> dict[str, Any]:

@@ -1,17 +1,51 @@
-"""Start the service with uvicorn (`python run.py` or `asr-stream-server`)."""
+"""Start the service with uvicorn (`python run.py` or `asr-stream-server`).
+
+On SIGTERM/SIGINT the server first drains: new sessions are refused (1013),
+running ones may finish for SHUTDOWN_GRACE_SEC, then each gets its last finals,
+`complete` and a 1012 close; only then does uvicorn stop. A second signal
+stops at once.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from types import FrameType
 
 import uvicorn
 
 from app.main import create_app
 from app.settings import Settings
+from app.ws import StreamEndpoint
+
+logger = logging.getLogger(__name__)
 
 # uvicorn refuses bigger WebSocket messages itself (close 1009, no `error`
 # message); keep its limit well above ours so the service answers first.
 TRANSPORT_SIZE_FACTOR = 16
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, endpoint: StreamEndpoint, grace_sec: float) -> None:
+        super().__init__(config)
+        self.endpoint = endpoint
+        self.grace_sec = grace_sec
+        self._draining: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._draining is not None or not self.endpoint.streams:
+            super().handle_exit(sig, frame)  # nothing to drain, or a second signal
+            return
+        logger.info(
+            "draining %d sessions (grace %.0f s)", len(self.endpoint.streams), self.grace_sec
+        )
+        self._draining = asyncio.get_event_loop().create_task(self._drain_then_exit(sig, frame))
+
+    async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
+        try:
+            await self.endpoint.drain(self.grace_sec)
+        finally:
+            super().handle_exit(sig, frame)
 
 
 def main() -> None:
@@ -20,13 +54,15 @@ def main() -> None:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    uvicorn.run(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
         ws_max_size=settings.max_frame_bytes * TRANSPORT_SIZE_FACTOR,
     )
+    DrainingServer(config, app.state.endpoint, settings.shutdown_grace_sec).run()
 
 
 if __name__ == "__main__":

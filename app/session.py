@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -70,6 +71,7 @@ class Batch:
     audio: list[Audio] = field(default_factory=list)
     ended: bool = False
     aborted: bool = False
+    flush: bool = False  # finalize: make everything heard so far final, then go on
 
     @property
     def samples(self) -> int:
@@ -86,6 +88,7 @@ class AudioHandoff:
         self._samples = 0
         self._ended = False
         self._aborted = False
+        self._flush = False
         self._cond = threading.Condition()
         self._space = asyncio.Event()
 
@@ -115,6 +118,19 @@ class AudioHandoff:
             self._ended = True
             self._cond.notify()
 
+    def end_with(self, audio: Audio) -> None:
+        """Queue the stream's last few samples (never waits: they are a handful)."""
+        with self._cond:
+            if not self._aborted and not self._ended:
+                self._items.append(audio)
+                self._samples += len(audio)
+
+    def flush(self) -> None:
+        """Ask the recognizer to finalize what it has heard so far (the stream goes on)."""
+        with self._cond:
+            self._flush = True
+            self._cond.notify()
+
     def abort(self) -> None:
         """Drop the session: the thread stops at its next look at the queue."""
         with self._cond:
@@ -134,13 +150,15 @@ class AudioHandoff:
         """Block until audio, the end or an abort; take everything queued."""
         with self._cond:
             self._cond.wait_for(
-                lambda: self._items or self._ended or self._aborted, timeout=timeout
+                lambda: self._items or self._ended or self._aborted or self._flush,
+                timeout=timeout,
             )
             if self._aborted:
                 return Batch(aborted=True)
-            batch = Batch(audio=list(self._items), ended=self._ended)
+            batch = Batch(audio=list(self._items), ended=self._ended, flush=self._flush)
             self._items.clear()
             self._samples = 0
+            self._flush = False
         if batch.audio:
             with contextlib.suppress(RuntimeError):  # loop already closed
                 self._loop.call_soon_threadsafe(self._space.set)
@@ -154,13 +172,29 @@ class AudioHandoff:
 # --------------------------------------------------------------------------- recognizers
 
 
-class ProcessorRecognizer:
-    """Drives an `ASRProcessor`: gather `min_chunk_sec` of audio, `process_iter`, emit."""
+PassObserver = Callable[[float, float], None]
+"""Called after each engine pass with (seconds of new audio, seconds the pass took)."""
 
-    def __init__(self, processor: ASRProcessor, info: EngineInfo, *, interim: bool) -> None:
+
+class ProcessorRecognizer:
+    """Drives an `ASRProcessor`: gather `min_chunk_sec` of audio, `process_iter`, emit.
+
+    All audio queued when a pass starts goes into that pass, so an engine that
+    falls behind takes bigger steps and catches up instead of queueing more.
+    """
+
+    def __init__(
+        self,
+        processor: ASRProcessor,
+        info: EngineInfo,
+        *,
+        interim: bool,
+        observer: PassObserver | None = None,
+    ) -> None:
         self.processor = processor
         self.info = info
         self.interim = interim and isinstance(processor, SupportsInterim)
+        self.observer = observer
         self._last_interim = ""
 
     def run(self, handoff: AudioHandoff, emit: Emit) -> None:
@@ -174,13 +208,23 @@ class ProcessorRecognizer:
                 self.processor.insert_audio_chunk(audio)
             pending += batch.samples
             if batch.ended:
-                self._emit_final(self.processor.finish(), emit)
+                self._emit_final(self._timed(self.processor.finish, pending), emit)
                 emit(CompleteEvent())
                 return
-            if pending >= min_samples:
+            if batch.flush:
+                self._emit_final(self._timed(self.processor.finish, pending), emit)
                 pending = 0
-                self._emit_final(self.processor.process_iter(), emit)
+            elif pending >= min_samples:
+                self._emit_final(self._timed(self.processor.process_iter, pending), emit)
+                pending = 0
                 self._emit_interim(emit)
+
+    def _timed(self, step: Callable[[], ProcessorResult], samples: int) -> ProcessorResult:
+        started = time.perf_counter()
+        result = step()
+        if self.observer is not None and samples:
+            self.observer(samples / ENGINE_SAMPLE_RATE, time.perf_counter() - started)
+        return result
 
     def _emit_final(self, result: ProcessorResult, emit: Emit) -> None:
         span = as_text_span(result)

@@ -55,6 +55,25 @@ class Settings(BaseSettings):
     config_timeout_sec: float = Field(default=10.0, gt=0.0)
     audio_queue_seconds: float = Field(default=30.0, gt=0.0)
     session_close_timeout_sec: float = Field(default=10.0, gt=0.0)
+    max_sessions: int = Field(default=32, ge=1)
+    max_session_sec: float = Field(default=4 * 3600.0, gt=0.0)
+    idle_timeout_sec: float = Field(default=30.0, gt=0.0)
+    send_timeout_sec: float = Field(default=30.0, gt=0.0)
+    max_backlog_sec: float = Field(default=10.0, gt=0.0)
+    shutdown_grace_sec: float = Field(default=30.0, ge=0.0)
+
+    # Auth (off while API_KEYS is empty) and browser origins (any while empty).
+    # Both are comma-separated lists.
+    api_keys: str = ""
+    allowed_origins: str = ""
+
+    @property
+    def api_key_list(self) -> list[str]:
+        return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def allowed_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.allowed_origins.split(",") if o.strip()]
 
     @model_validator(mode="after")
     def _cap_above_trimming(self) -> Self:

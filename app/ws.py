@@ -12,15 +12,30 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 import uuid
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 
+from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.asr.base import EngineInfo, Recognizer, RecognizerLoader, TextSpan
 from app.asr.registry import Registry
 from app.audio import PcmDecoder
-from app.errors import ASRError, CloseCode, FrameTooLarge, ProtocolError
+from app.auth import Authenticator
+from app.errors import (
+    ASRError,
+    AuthError,
+    CloseCode,
+    FrameTooLarge,
+    IdleTimeout,
+    LimitError,
+    Overloaded,
+    ProtocolError,
+    SessionTooLong,
+    ShuttingDown,
+)
 from app.messages import (
     Complete,
     ErrorMessage,
@@ -30,6 +45,7 @@ from app.messages import (
     parse_config,
     parse_control,
 )
+from app.metrics import Metrics
 from app.plan import SessionDefaults, SessionPlan, plan_session
 from app.session import (
     CompleteEvent,
@@ -51,8 +67,23 @@ class ClientGone(Exception):
 
 
 @dataclass
-class StreamState:
+class Stream:
+    """One connection's state, shared by its reader and writer."""
+
+    session: StreamingSession
+    plan: SessionPlan
+    decoder: PcmDecoder
     stopped: bool = False
+    close_code: CloseCode = CloseCode.NORMAL  # after `complete`
+    behind: bool = False  # warned that the engine is behind
+    # (seconds of input audio so far, when that audio arrived): for the lag of finals.
+    arrivals: deque[tuple[float, float]] = field(default_factory=deque)
+
+    def arrival_of(self, stream_time: float) -> float | None:
+        """When the audio at ``stream_time`` reached the server (finals come in order)."""
+        while len(self.arrivals) > 1 and self.arrivals[0][0] < stream_time:
+            self.arrivals.popleft()
+        return self.arrivals[0][1] if self.arrivals else None
 
 
 class TranscriptFormatter:
@@ -100,22 +131,43 @@ def _t(seconds: float) -> float:
 
 
 class StreamEndpoint:
-    """Serves one WebSocket connection at a time per call; shared by all connections."""
+    """Serves `/ws/asr-stream`; one instance is shared by all connections."""
 
-    def __init__(self, settings: Settings, registry: Registry) -> None:
+    def __init__(
+        self, settings: Settings, registry: Registry, metrics: Metrics | None = None
+    ) -> None:
         self.settings = settings
         self.registry = registry
+        self.metrics = metrics or Metrics()
+        self.auth = Authenticator(settings)
         self.defaults = SessionDefaults.from_settings(settings)
         self.active: set[StreamingSession] = set()
+        self.streams: dict[str, Stream] = {}
+        self._no_streams = asyncio.Event()
+        self.draining = False
+        self._opening = 0
+
+    # -- connection ------------------------------------------------------------
 
     async def __call__(self, websocket: WebSocket) -> None:
-        await websocket.accept()
+        try:
+            creds = self.auth.check(websocket.headers, websocket.query_params)
+        except AuthError as exc:
+            self.metrics.errors.labels(exc.code).inc()
+            logger.info("refused a connection: %s", exc.code)
+            await _deny(websocket, exc)
+            return
         session_id = uuid.uuid4().hex[:12]
         session: StreamingSession | None = None
+        outcome = "error"
+        self._opening += 1
         try:
+            await websocket.accept(subprotocol=creds.subprotocol)
+            self._check_capacity()
             config = parse_config(await self._receive_config(websocket))
             plan = plan_session(config, self.settings, self.registry, self.defaults)
             session, info = await self._open_session(session_id, plan)
+            self._opening -= 1
             await _send(
                 websocket,
                 Metadata(
@@ -135,20 +187,44 @@ class StreamEndpoint:
                 plan.language_code,
                 plan.sample_rate_hertz,
             )
-            await self._stream(websocket, session, plan)
+            stream = Stream(session, plan, PcmDecoder(plan.sample_rate_hertz, session.sample_rate))
+            self.streams[session_id] = stream
+            self._no_streams.clear()
+            outcome = await self._stream(websocket, stream)
         except ASRError as exc:
             logger.info("[%s] %s: %s", session_id, exc.code, exc.detail)
+            self.metrics.errors.labels(exc.code).inc()
             await _send_error(websocket, exc)
         except (ClientGone, WebSocketDisconnect):
             logger.info("[%s] client disconnected", session_id)
+            outcome = "disconnected"
         except Exception:
             logger.exception("[%s] unexpected failure", session_id)
+            self.metrics.errors.labels("internal_error").inc()
             await _send_error(websocket, ASRError("The server failed on this session."))
         finally:
-            if session is not None:
+            if session is None:
+                self._opening -= 1
+            else:
+                self.streams.pop(session_id, None)
+                if not self.streams:
+                    self._no_streams.set()
                 self.active.discard(session)
+                self.metrics.active_sessions.dec()
+                self.metrics.sessions.labels(outcome).inc()
                 await session.close(self.settings.session_close_timeout_sec)
-            logger.info("[%s] closed", session_id)
+            logger.info("[%s] closed (%s)", session_id, outcome)
+
+    def _check_capacity(self) -> None:
+        if self.draining:
+            raise Overloaded(
+                "The server is shutting down; reconnect in a moment.", code="shutting_down"
+            )
+        if len(self.active) + self._opening > self.settings.max_sessions:
+            raise Overloaded(
+                f"The server is serving its maximum of {self.settings.max_sessions} sessions; "
+                "try again later."
+            )
 
     async def _receive_config(self, websocket: WebSocket) -> str:
         timeout = self.settings.config_timeout_sec
@@ -180,7 +256,9 @@ class StreamEndpoint:
             )
         else:
             processor, info = await asyncio.to_thread(loader.load, plan.request)
-            recognizer = ProcessorRecognizer(processor, info, interim=plan.interim_results)
+            recognizer = ProcessorRecognizer(
+                processor, info, interim=plan.interim_results, observer=self._observe_pass
+            )
         session = StreamingSession(
             session_id,
             recognizer,
@@ -190,13 +268,19 @@ class StreamEndpoint:
         )
         session.start()
         self.active.add(session)
+        self.metrics.active_sessions.inc()
         return session, info
 
-    async def _stream(
-        self, websocket: WebSocket, session: StreamingSession, plan: SessionPlan
-    ) -> None:
-        reader = asyncio.create_task(self._read(websocket, session, plan))
-        writer = asyncio.create_task(self._write(websocket, session, plan))
+    def _observe_pass(self, audio_sec: float, spent_sec: float) -> None:
+        """Recognition thread: one engine pass done (prometheus_client is thread-safe)."""
+        self.metrics.audio_transcribed.inc(audio_sec)
+        self.metrics.engine_rtf.observe(spent_sec / audio_sec)
+
+    # -- streaming ---------------------------------------------------------------
+
+    async def _stream(self, websocket: WebSocket, stream: Stream) -> str:
+        reader = asyncio.create_task(self._read(websocket, stream))
+        writer = asyncio.create_task(self._write(websocket, stream))
         done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
         for task in (reader, writer):
             if task not in done:
@@ -204,100 +288,199 @@ class StreamEndpoint:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if writer in done and writer.exception() is None:
-            return  # complete was sent; whatever the reader saw after that is moot
+            return "completed"  # whatever the reader saw after `complete` is moot
         for task in (writer, reader):
             if task in done:
                 task.result()  # re-raise ClientGone / ASRError
+        return "error"
 
-    async def _read(
-        self, websocket: WebSocket, session: StreamingSession, plan: SessionPlan
-    ) -> None:
-        decoder = PcmDecoder(plan.sample_rate_hertz, target_rate=session.sample_rate)
-        state = StreamState()
-        max_frame = self.settings.max_frame_bytes
+    async def _read(self, websocket: WebSocket, stream: Stream) -> None:
+        settings = self.settings
         while True:
-            message = await websocket.receive()
+            try:
+                message = await asyncio.wait_for(websocket.receive(), settings.idle_timeout_sec)
+            except TimeoutError:
+                if not stream.stopped:
+                    self._end(
+                        stream,
+                        IdleTimeout(
+                            f"No audio or message for {settings.idle_timeout_sec:g} s; the session "
+                            'was ended. Send {"type": "keepalive"} to keep a quiet stream open.'
+                        ),
+                    )
+                continue
             if message["type"] == "websocket.disconnect":
                 raise ClientGone
             data = message.get("bytes")
             if data is not None:
-                if len(data) > max_frame:
-                    raise FrameTooLarge(
-                        f"An audio frame of {len(data)} bytes exceeds the limit of {max_frame} "
-                        "bytes; send smaller frames (100 ms of audio is typical)."
-                    )
-                if state.stopped:
-                    self._notify(
-                        session,
-                        ProtocolError(
-                            "Audio after 'stop' is ignored; open a new session to send more.",
-                            code="audio_after_stop",
-                            fatal=False,
-                        ),
-                    )
-                elif not data:
-                    self._notify(
-                        session,
-                        ProtocolError(
-                            "An empty audio frame was ignored; frames carry at least 2 bytes.",
-                            code="empty_frame",
-                            fatal=False,
-                        ),
-                    )
-                else:
-                    await session.put_audio(decoder.decode(data))
+                await self._on_audio(stream, data)
                 continue
             try:
-                parse_control(str(message.get("text")))
+                control = parse_control(str(message.get("text")))
             except ProtocolError as exc:
-                self._notify(session, exc)
+                self._notify(stream, exc)
                 continue
-            if state.stopped:
+            if control.type == "keepalive":
+                continue  # receiving it reset the idle timer
+            if stream.stopped:
                 self._notify(
-                    session,
+                    stream,
                     ProtocolError(
                         "'stop' was already received; the session is finishing.",
                         code="already_stopped",
                         fatal=False,
                     ),
                 )
-                continue
-            state.stopped = True
-            await session.put_audio(decoder.flush())
-            session.stop()
+            elif control.type == "finalize":
+                stream.session.handoff.flush()
+            else:
+                self._end(stream, None)
 
-    @staticmethod
-    def _notify(session: StreamingSession, error: ASRError) -> None:
+    async def _on_audio(self, stream: Stream, data: bytes) -> None:
+        settings, metrics = self.settings, self.metrics
+        if len(data) > settings.max_frame_bytes:
+            raise FrameTooLarge(
+                f"An audio frame of {len(data)} bytes exceeds the limit of "
+                f"{settings.max_frame_bytes} bytes; send smaller frames (100 ms is typical)."
+            )
+        if stream.stopped:
+            self._notify(
+                stream,
+                ProtocolError(
+                    "Audio after 'stop' is ignored; open a new session to send more.",
+                    code="audio_after_stop",
+                    fatal=False,
+                ),
+            )
+            return
+        if not data:
+            self._notify(
+                stream,
+                ProtocolError(
+                    "An empty audio frame was ignored; frames carry at least 2 bytes.",
+                    code="empty_frame",
+                    fatal=False,
+                ),
+            )
+            return
+        decoder = stream.decoder
+        before = decoder.seconds_in
+        audio = decoder.decode(data)
+        metrics.audio_received.inc(decoder.seconds_in - before)
+        stream.arrivals.append((decoder.seconds_in, time.monotonic()))
+        backlog = stream.session.handoff.queued_seconds
+        if backlog > settings.max_backlog_sec and not stream.behind:
+            stream.behind = True
+            self._notify(
+                stream,
+                LimitError(
+                    f"The engine is {backlog:.0f} s behind this stream; audio is queued, not "
+                    "dropped, and the server reads more slowly until it catches up.",
+                    code="engine_behind",
+                    fatal=False,
+                ),
+            )
+        elif backlog < settings.max_backlog_sec / 2:
+            stream.behind = False
+        await stream.session.put_audio(audio)
+        if decoder.seconds_in > settings.max_session_sec:
+            self._end(
+                stream,
+                SessionTooLong(
+                    f"The session reached its limit of {settings.max_session_sec:g} s of audio; "
+                    "what was heard is final below, later audio was not taken. Open a new session "
+                    "to go on."
+                ),
+            )
+
+    def _end(self, stream: Stream, reason: ASRError | None) -> None:
+        """Finish the stream: last finals, `complete`, then close (1000, or the reason's code)."""
+        if stream.stopped:
+            return
+        stream.stopped = True
+        if reason is not None:
+            logger.info("[%s] ending: %s", stream.session.session_id, reason.code)
+            stream.close_code = reason.close_code or CloseCode.NORMAL
+            stream.session.events.put_nowait(ErrorEvent(_as_notice(reason)))
+        tail = stream.decoder.flush()
+        if len(tail):
+            stream.session.handoff.end_with(tail)
+        stream.session.stop()
+
+    def _notify(self, stream: Stream, error: ASRError) -> None:
         """Send a non-fatal error through the writer (the only sender)."""
-        session.events.put_nowait(ErrorEvent(error))
+        stream.session.events.put_nowait(ErrorEvent(error))
 
-    async def _write(
-        self, websocket: WebSocket, session: StreamingSession, plan: SessionPlan
-    ) -> None:
-        format_transcript = TranscriptFormatter(plan)
+    async def _write(self, websocket: WebSocket, stream: Stream) -> None:
+        format_transcript = TranscriptFormatter(stream.plan)
+        session = stream.session
+        timeout = self.settings.send_timeout_sec
         while True:
             event = await session.events.get()
             if isinstance(event, TranscriptEvent):
                 message = format_transcript(event.span, event.is_final)
-                await _send(websocket, message.to_json())
+                if event.is_final:
+                    arrived = stream.arrival_of(event.span.end)
+                    if arrived is not None:
+                        self.metrics.final_lag.observe(time.monotonic() - arrived)
+                await _send(websocket, message.to_json(), timeout)
             elif isinstance(event, ErrorEvent):
                 if event.error.fatal:
                     raise event.error
+                self.metrics.errors.labels(event.error.code).inc()
                 error = ErrorMessage(detail=event.error.detail, code=event.error.code)
-                await _send(websocket, error.to_json())
+                await _send(websocket, error.to_json(), timeout)
             elif isinstance(event, CompleteEvent):
-                await _send(websocket, Complete().to_json())
+                await _send(websocket, Complete().to_json(), timeout)
                 with contextlib.suppress(Exception):
-                    await websocket.close(code=CloseCode.NORMAL)
+                    await websocket.close(code=int(stream.close_code))
                 logger.info("[%s] complete", session.session_id)
                 return
 
+    # -- shutdown ------------------------------------------------------------------
 
-async def _send(websocket: WebSocket, text: str) -> None:
+    async def drain(self, grace_sec: float) -> None:
+        """Refuse new sessions; let running ones finish for ``grace_sec``; then end them (1012)."""
+        self.draining = True
+        await self._until_no_streams(grace_sec)
+        for stream in list(self.streams.values()):
+            self._end(
+                stream,
+                ShuttingDown(
+                    "The server is restarting; what was heard is final, please reconnect."
+                ),
+            )
+        await self._until_no_streams(self.settings.session_close_timeout_sec)
+
+    async def _until_no_streams(self, limit_sec: float) -> None:
+        if self.streams:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_streams.wait(), limit_sec)
+
+
+def _as_notice(error: ASRError) -> ASRError:
+    """The same error as a message that does not end the session by itself."""
+    return ASRError(error.detail, code=error.code, fatal=False)
+
+
+async def _send(websocket: WebSocket, text: str, within: float | None = None) -> None:
     try:
-        await websocket.send_text(text)
+        await asyncio.wait_for(websocket.send_text(text), within)
+    except TimeoutError:
+        logger.info("a client stopped reading for %s s; dropping the connection", within)
+        raise ClientGone from None
     except Exception as exc:  # the transport's own error types vary (uvicorn, websockets)
         raise ClientGone from exc
+
+
+async def _deny(websocket: WebSocket, exc: ASRError) -> None:
+    """Refuse at the handshake: HTTP 401/403 with the error as JSON, or a plain 403."""
+    status = 403 if exc.code == "origin_not_allowed" else 401
+    body = ErrorMessage(detail=exc.detail, code=exc.code).model_dump()
+    try:
+        await websocket.send_denial_response(JSONResponse(body, status_code=status))
+    except RuntimeError:  # the server lacks the denial-response extension
+        await websocket.close(code=int(CloseCode.POLICY_VIOLATION))
 
 
 async def _send_error(websocket: WebSocket, exc: ASRError) -> None:
@@ -305,6 +488,8 @@ async def _send_error(websocket: WebSocket, exc: ASRError) -> None:
     if websocket.application_state != WebSocketState.CONNECTED:
         return
     with contextlib.suppress(Exception):
-        await websocket.send_text(ErrorMessage(detail=exc.detail, code=exc.code).to_json())
+        await asyncio.wait_for(
+            websocket.send_text(ErrorMessage(detail=exc.detail, code=exc.code).to_json()), 5.0
+        )
         if exc.close_code is not None:
             await websocket.close(code=int(exc.close_code))

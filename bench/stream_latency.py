@@ -63,12 +63,16 @@ def summarize(path: Path, result: StreamResult) -> dict[str, Any]:
     return out
 
 
-async def stream_all(url: str, files: list[Path], chunk_ms: int) -> list[dict[str, Any]]:
+async def stream_all(
+    url: str, files: list[Path], chunk_ms: int, config: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
     client = ASRStreamClient(url)
 
     async def one(path: Path) -> dict[str, Any]:
         pcm, rate = read_wav(path)
-        result = await client.transcribe(pcm, sample_rate_hertz=rate, chunk_ms=chunk_ms)
+        result = await client.transcribe(
+            pcm, sample_rate_hertz=rate, chunk_ms=chunk_ms, config=config
+        )
         return summarize(path, result)
 
     return list(await asyncio.gather(*(one(f) for f in files)))
@@ -84,11 +88,16 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    config = {
+        key: value
+        for key, value in (("model", args.model), ("language_code", args.language))
+        if value
+    }
     if args.url:
-        results = asyncio.run(stream_all(args.url, args.files, args.chunk_ms))
+        results = asyncio.run(stream_all(args.url, args.files, args.chunk_ms, config))
     else:
         with running_server() as url:
-            results = asyncio.run(stream_all(url, args.files, args.chunk_ms))
+            results = asyncio.run(stream_all(url, args.files, args.chunk_ms, config))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -1,0 +1,49 @@
+"""Prometheus metrics (`GET /metrics`), one registry per app so apps never share counters."""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+LAG_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 30.0)
+RTF_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.active_sessions = Gauge("asr_active_sessions", "Sessions streaming now", registry=r)
+        self.sessions = Counter(
+            "asr_sessions", "Sessions ended, by outcome", ["outcome"], registry=r
+        )
+        self.audio_received = Counter(
+            "asr_audio_received_seconds", "Seconds of audio received from clients", registry=r
+        )
+        self.audio_transcribed = Counter(
+            "asr_audio_transcribed_seconds", "Seconds of audio the engines processed", registry=r
+        )
+        self.errors = Counter("asr_errors", "Error messages sent, by code", ["code"], registry=r)
+        self.final_lag = Histogram(
+            "asr_final_lag_seconds",
+            "Final sent − arrival of the audio its last word ends in",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.engine_rtf = Histogram(
+            "asr_engine_real_time_factor",
+            "Engine pass time / seconds of new audio the pass covered",
+            buckets=RTF_BUCKETS,
+            registry=r,
+        )
+        self.backlog = Gauge(
+            "asr_backlog_seconds_max", "Largest audio backlog of any session now", registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
