@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -41,8 +43,11 @@ class Metrics:
             buckets=RTF_BUCKETS,
             registry=r,
         )
-        self.backlog = Gauge(
-            "asr_backlog_seconds_max", "Largest audio backlog of any session now", registry=r
+        self.threads = Gauge(
+            "asr_recognition_threads", "Recognition threads alive in this process", registry=r
+        )
+        self.threads.set_function(
+            lambda: sum(t.name.startswith("asr-") for t in threading.enumerate())
         )
 
     def render(self) -> bytes:

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 # uvicorn refuses bigger WebSocket messages itself (close 1009, no `error`
 # message); keep its limit well above ours so the service answers first.
 TRANSPORT_SIZE_FACTOR = 16
+MIN_TRANSPORT_LIMIT = 16 * 1024 * 1024
 
 
 class DrainingServer(uvicorn.Server):
@@ -60,7 +61,7 @@ def main() -> None:
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        ws_max_size=settings.max_frame_bytes * TRANSPORT_SIZE_FACTOR,
+        ws_max_size=max(MIN_TRANSPORT_LIMIT, settings.max_frame_bytes * TRANSPORT_SIZE_FACTOR),
     )
     DrainingServer(config, app.state.endpoint, settings.shutdown_grace_sec).run()
 

@@ -195,6 +195,7 @@ class ProcessorRecognizer:
         self.info = info
         self.interim = interim and isinstance(processor, SupportsInterim)
         self.observer = observer
+        self.busy_since: float | None = None  # monotonic start of the running pass
         self._last_interim = ""
 
     def run(self, handoff: AudioHandoff, emit: Emit) -> None:
@@ -221,7 +222,11 @@ class ProcessorRecognizer:
 
     def _timed(self, step: Callable[[], ProcessorResult], samples: int) -> ProcessorResult:
         started = time.perf_counter()
-        result = step()
+        self.busy_since = time.monotonic()
+        try:
+            result = step()
+        finally:
+            self.busy_since = None
         if self.observer is not None and samples:
             self.observer(samples / ENGINE_SAMPLE_RATE, time.perf_counter() - started)
         return result
@@ -269,6 +274,11 @@ class StreamingSession:
 
     def start(self) -> None:
         self.thread.start()
+
+    def busy_for(self) -> float:
+        """Seconds the engine has been inside its current pass (0 when idle)."""
+        since = getattr(self.recognizer, "busy_since", None)
+        return 0.0 if since is None else time.monotonic() - since
 
     async def put_audio(self, audio: Audio) -> bool:
         self.samples_received += len(audio)

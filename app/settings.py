@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     idle_timeout_sec: float = Field(default=30.0, gt=0.0)
     send_timeout_sec: float = Field(default=30.0, gt=0.0)
     max_backlog_sec: float = Field(default=10.0, gt=0.0)
+    engine_pass_timeout_sec: float = Field(default=60.0, gt=0.0)
     shutdown_grace_sec: float = Field(default=30.0, ge=0.0)
 
     # Auth (off while API_KEYS is empty) and browser origins (any while empty).

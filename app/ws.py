@@ -27,6 +27,7 @@ from app.auth import Authenticator
 from app.errors import (
     ASRError,
     AuthError,
+    BackendFailure,
     CloseCode,
     FrameTooLarge,
     IdleTimeout,
@@ -60,6 +61,7 @@ logger = logging.getLogger(__name__)
 
 _PUNCTUATION = re.compile(r"[^\w\s'-]+", re.UNICODE)
 TIME_DECIMALS = 3
+WATCHDOG_PERIOD_SEC = 1.0
 
 
 class ClientGone(Exception):
@@ -416,7 +418,11 @@ class StreamEndpoint:
         session = stream.session
         timeout = self.settings.send_timeout_sec
         while True:
-            event = await session.events.get()
+            try:
+                event = await asyncio.wait_for(session.events.get(), WATCHDOG_PERIOD_SEC)
+            except TimeoutError:
+                self._check_engine(session)
+                continue
             if isinstance(event, TranscriptEvent):
                 message = format_transcript(event.span, event.is_final)
                 if event.is_final:
@@ -436,6 +442,16 @@ class StreamEndpoint:
                     await websocket.close(code=int(stream.close_code))
                 logger.info("[%s] complete", session.session_id)
                 return
+
+    def _check_engine(self, session: StreamingSession) -> None:
+        limit = self.settings.engine_pass_timeout_sec
+        if session.busy_for() > limit:
+            logger.error("[%s] engine pass hung for over %.0f s", session.session_id, limit)
+            raise BackendFailure(
+                f"The recognition engine did not answer within {limit:g} s; the session was "
+                "closed. Other sessions are not affected; please reconnect.",
+                code="engine_timeout",
+            )
 
     # -- shutdown ------------------------------------------------------------------
 

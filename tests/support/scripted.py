@@ -77,3 +77,20 @@ class CountingLoader:
         with self.lock:
             self.processors.append(processor)
         return processor, EngineInfo(request.backend, request.model, self.min_chunk_sec)
+
+
+# Factories for a real server process: ASR_PLUGINS=name=tests.support.scripted:<factory>.
+def counting(settings: object) -> CountingLoader:
+    return CountingLoader()
+
+
+def slow(settings: object) -> CountingLoader:
+    return CountingLoader(iter_delay=1.5)
+
+
+def broken(settings: object) -> CountingLoader:
+    return CountingLoader(fail_on_iter=True)
+
+
+def hanging(settings: object) -> CountingLoader:
+    return CountingLoader(iter_delay=600.0)
