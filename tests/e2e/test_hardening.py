@@ -299,7 +299,8 @@ async def test_leak_check_1000_abrupt_disconnects(url: str) -> None:
     assert wait_metric(url, "asr_recognition_threads", threads_before, timeout=30) == threads_before
     rss_after = _rss_kb(pid)
     print(f"\nleak check: 1000 connections, RSS {rss_before} kB -> {rss_after} kB")
-    assert rss_after < rss_before * 1.5 + 20_000
+    # Measured: +12 MB after the first 1000 (allocator warm-up), flat after ~3000.
+    assert rss_after < rss_before + 30_000
     await assert_healthy(url)
 
 

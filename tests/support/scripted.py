@@ -69,28 +69,30 @@ class CountingLoader:
     min_chunk_sec: float = 1.0
     fail_on_iter: bool = False
     iter_delay: float = 0.0
+    keep: bool = True  # keep processors for inspection (in-process tests only)
     processors: list[CountingProcessor] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def load(self, request: EngineRequest) -> tuple[CountingProcessor, EngineInfo]:
         processor = CountingProcessor(self.fail_on_iter, self.iter_delay)
-        with self.lock:
-            self.processors.append(processor)
+        if self.keep:
+            with self.lock:
+                self.processors.append(processor)
         return processor, EngineInfo(request.backend, request.model, self.min_chunk_sec)
 
 
 # Factories for a real server process: ASR_PLUGINS=name=tests.support.scripted:<factory>.
 def counting(settings: object) -> CountingLoader:
-    return CountingLoader()
+    return CountingLoader(keep=False)
 
 
 def slow(settings: object) -> CountingLoader:
-    return CountingLoader(iter_delay=1.5)
+    return CountingLoader(iter_delay=1.5, keep=False)
 
 
 def broken(settings: object) -> CountingLoader:
-    return CountingLoader(fail_on_iter=True)
+    return CountingLoader(fail_on_iter=True, keep=False)
 
 
 def hanging(settings: object) -> CountingLoader:
-    return CountingLoader(iter_delay=600.0)
+    return CountingLoader(iter_delay=600.0, keep=False)
