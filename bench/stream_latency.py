@@ -83,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--url", help="an already running server (default: start one)")
     parser.add_argument("--chunk-ms", type=int, default=100)
+    parser.add_argument("--model", help="the session's model (e.g. base)")
+    parser.add_argument("--language", help="the session's language_code (e.g. ar-EG)")
     parser.add_argument(
         "--json", action="store_true", help="print JSON (a list, one object per file)"
     )
