@@ -1,0 +1,290 @@
+"""The performance benchmark: every figure of the performance goals, from a real server.
+
+    python -m bench.benchmark                       # starts run.py, prints a table
+    python -m bench.benchmark --json out.json --streams 1,2,4,6 --soak-minutes 10
+
+Streams `test_audio` clips through the real WebSocket at real-time pace and prints:
+
+* lag of finals (arrival − moment the end of the final's last word was sent), p50/p95;
+* first text after a word ends: for each final word, when a message (interim or
+  final) first covered its end, minus when that end was sent; p50/p95;
+* WER of the streamed finals vs the reference, next to the same model's offline
+  WER (faster-whisper on the whole file, same decoding settings), over repeated runs;
+* words emitted on 30 s of silence and on 30 s of noise;
+* `complete` after `stop`;
+* N concurrent real-time streams of continuous speech: p95 lag, and whether any
+  stream fell behind (its last final later than FALL_BEHIND_SEC after stop);
+* server memory (RSS) over a long stream: first, last, max, and the change.
+
+The clips are espeak-ng speech made by test_audio/make_test_audio.sh (no
+recorded speech with a known text was found in a registry package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import re
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.server import ROOT, running_server
+from bench.stream_latency import normalize, word_error_rate
+from clients.asr_client import ASRStreamClient, StreamResult, read_wav
+
+AUDIO = ROOT / "test_audio"
+SPEECH = ("en_16k.wav", "en_48k.wav")
+SAMPLE_RATE = 16_000
+FALL_BEHIND_SEC = 3.0
+NOISE_DBFS = -30.0
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    return round(float(np.percentile(values, q)), 3)
+
+
+def pcm16(samples: np.ndarray) -> bytes:
+    return bytes(np.clip(np.round(samples * 32768), -32768, 32767).astype("<i2").tobytes())
+
+
+def speech_pcm(name: str) -> tuple[bytes, int]:
+    return read_wav(AUDIO / name)
+
+
+def continuous_speech(seconds: float) -> bytes:
+    """The 16 kHz clip looped to ``seconds``: continuous read speech."""
+    pcm, rate = speech_pcm("en_16k.wav")
+    assert rate == SAMPLE_RATE
+    need = int(seconds * SAMPLE_RATE) * 2
+    return (pcm * (need // len(pcm) + 1))[:need]
+
+
+async def stream(url: str, pcm: bytes, rate: int, **config: Any) -> StreamResult:
+    config.setdefault("enable_word_time_offsets", True)
+    return await ASRStreamClient(url).transcribe(pcm, sample_rate_hertz=rate, config=config)
+
+
+def lags(result: StreamResult) -> list[float]:
+    assert result.audio_started_at is not None
+    return [
+        r.at - (result.audio_started_at + r.message.end)
+        for r in result.messages
+        if r.message.type == "transcript" and r.message.is_final
+    ]
+
+
+def first_text_lags(result: StreamResult) -> list[float]:
+    """Per final word: first message covering its end − when its end was sent."""
+    assert result.audio_started_at is not None
+    transcripts = [
+        r for r in result.messages if r.message.type == "transcript" and r.message.text.strip()
+    ]
+    out = []
+    for final in (r.message for r in transcripts if r.message.is_final):
+        for word in final.words or ():
+            covered = next((r.at for r in transcripts if r.message.end >= word.end - 0.05), None)
+            if covered is not None:
+                out.append(covered - (result.audio_started_at + word.end))
+    return out
+
+
+def stop_to_complete(result: StreamResult) -> float:
+    assert result.stop_sent_at is not None
+    done = next(r.at for r in result.messages if r.message.type == "complete")
+    return done - result.stop_sent_at
+
+
+def offline_wer(name: str) -> float:
+    """The same model on the whole file at once (the bound streaming is judged against)."""
+    from faster_whisper import WhisperModel
+
+    from app.asr.models import TINY_EN, resolve_model_dir
+    from app.settings import Settings
+
+    settings = Settings()
+    model = WhisperModel(
+        str(resolve_model_dir(TINY_EN, settings.model_cache_dir)),
+        device="cpu",
+        compute_type=settings.whisper_compute_type,
+    )
+    segments, _ = model.transcribe(
+        str(AUDIO / name),
+        language="en",
+        beam_size=settings.whisper_beam_size,
+        temperature=0.0,
+        vad_filter=settings.whisper_vad_filter,
+    )
+    text = "".join(s.text for s in segments)
+    return word_error_rate((AUDIO / name).with_suffix(".txt").read_text(), text)
+
+
+def server_rss_kb() -> int:
+    pid = int(subprocess.check_output(["pgrep", "-f", str(ROOT / "run.py"), "-n"]).split()[0])
+    status = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+)", status)
+    return int(match.group(1)) if match else 0
+
+
+async def single_stream_figures(url: str, runs: int) -> dict[str, Any]:
+    all_lags: list[float] = []
+    first_text: list[float] = []
+    stops: list[float] = []
+    wers: dict[str, list[float]] = {name: [] for name in SPEECH}
+    for _ in range(runs):
+        for name in SPEECH:
+            pcm, rate = speech_pcm(name)
+            result = await stream(url, pcm, rate)
+            all_lags += lags(result)
+            first_text += first_text_lags(result)
+            stops.append(stop_to_complete(result))
+            reference = (AUDIO / name).with_suffix(".txt").read_text()
+            wers[name].append(round(word_error_rate(reference, result.transcript), 4))
+    return {
+        "lag_p50_s": pct(all_lags, 50),
+        "lag_p95_s": pct(all_lags, 95),
+        "first_text_after_word_p50_s": pct(first_text, 50),
+        "first_text_after_word_p95_s": pct(first_text, 95),
+        "stop_to_complete_max_s": round(max(stops), 3),
+        "wer_stream": wers,
+    }
+
+
+async def non_speech_words(url: str) -> dict[str, int]:
+    rng = np.random.default_rng(0)
+    silence = np.zeros(30 * SAMPLE_RATE, dtype=np.float32)
+    noise = rng.normal(0, 10 ** (NOISE_DBFS / 20), 30 * SAMPLE_RATE).astype(np.float32)
+    quiet, noisy = await asyncio.gather(
+        stream(url, pcm16(silence), SAMPLE_RATE), stream(url, pcm16(noise), SAMPLE_RATE)
+    )
+    return {
+        "words_on_30s_silence": len(normalize(quiet.transcript).split()),
+        "words_on_30s_noise": len(normalize(noisy.transcript).split()),
+    }
+
+
+async def concurrency(url: str, n: int, seconds: float) -> dict[str, Any]:
+    pcm = continuous_speech(seconds)
+    results = await asyncio.gather(*(stream(url, pcm, SAMPLE_RATE) for _ in range(n)))
+    all_lags = [lag for r in results for lag in lags(r)]
+    behind = [stop_to_complete(r) > FALL_BEHIND_SEC for r in results]
+    return {
+        "streams": n,
+        "lag_p50_s": pct(all_lags, 50),
+        "lag_p95_s": pct(all_lags, 95),
+        "stop_to_complete_max_s": round(max(stop_to_complete(r) for r in results), 3),
+        "fell_behind": sum(behind),
+    }
+
+
+async def soak(url: str, minutes: float) -> dict[str, Any]:
+    pcm = continuous_speech(minutes * 60)
+    samples: list[int] = []
+
+    async def sample() -> None:
+        while True:
+            samples.append(server_rss_kb())
+            await asyncio.sleep(10)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await stream(url, pcm, SAMPLE_RATE, enable_word_time_offsets=False)
+    finally:
+        sampler.cancel()
+    settled = samples[len(samples) // 4 :] or samples
+    return {
+        "minutes": minutes,
+        "rss_kb_first": samples[0],
+        "rss_kb_last": samples[-1],
+        "rss_kb_max": max(samples),
+        "rss_change_after_warmup_pct": round(100 * (settled[-1] - settled[0]) / settled[0], 1),
+    }
+
+
+async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+    figures["single_stream"] = await single_stream_figures(url, args.runs)
+    figures["non_speech"] = await non_speech_words(url)
+    figures["concurrency"] = [
+        await concurrency(url, n, args.concurrency_seconds) for n in args.streams
+    ]
+    if args.soak_minutes:
+        figures["soak"] = await soak(url, args.soak_minutes)
+    return figures
+
+
+def table(figures: dict[str, Any]) -> str:
+    single, quiet = figures["single_stream"], figures["non_speech"]
+    rows = [
+        ("lag of finals p50 / p95 (s)", f"{single['lag_p50_s']} / {single['lag_p95_s']}"),
+        (
+            "first text after a word ends p50 / p95 (s)",
+            f"{single['first_text_after_word_p50_s']} / {single['first_text_after_word_p95_s']}",
+        ),
+        ("WER streamed, per run", json.dumps(single["wer_stream"])),
+        ("WER offline, same model", json.dumps(figures["wer_offline"])),
+        (
+            "words on 30 s silence / noise",
+            f"{quiet['words_on_30s_silence']} / {quiet['words_on_30s_noise']}",
+        ),
+        ("complete after stop, max (s)", str(single["stop_to_complete_max_s"])),
+    ]
+    for c in figures["concurrency"]:
+        rows.append(
+            (
+                f"{c['streams']} concurrent streams: p95 lag (s), fell behind",
+                f"{c['lag_p95_s']}, {c['fell_behind']}",
+            )
+        )
+    if "soak" in figures:
+        s = figures["soak"]
+        rows.append(
+            (
+                f"RSS over {s['minutes']} min (change after warm-up)",
+                f"{s['rss_change_after_warmup_pct']} %",
+            )
+        )
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Streaming ASR performance benchmark")
+    parser.add_argument("--url", help="an already running server (default: start run.py)")
+    parser.add_argument("--runs", type=int, default=2, help="repeats of the single-stream runs")
+    parser.add_argument("--streams", default="1,2,4,6", help="concurrency levels")
+    parser.add_argument("--concurrency-seconds", type=float, default=40.0)
+    parser.add_argument("--soak-minutes", type=float, default=0.0)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    args.streams = [int(n) for n in args.streams.split(",")]
+
+    started = time.time()
+    if args.url:
+        figures = asyncio.run(run(args.url, args))
+    else:
+        with running_server() as url:
+            figures = asyncio.run(run(url, args))
+    figures["wer_offline"] = {name: round(offline_wer(name), 4) for name in SPEECH}
+    figures["machine"] = {
+        "cpus": len(__import__("os").sched_getaffinity(0)),
+        "processor": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+    figures["wall_seconds"] = round(time.time() - started, 1)
+    print(table(figures))
+    print(json.dumps(figures, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
