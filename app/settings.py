@@ -38,6 +38,7 @@ class Settings(BaseSettings):
     whisper_cpu_threads: int = Field(default=0, ge=0)
     whisper_beam_size: int = Field(default=1, ge=1, le=10)
     whisper_vad_filter: bool = True
+    whisper_short_window: bool = False
 
     # Plugins: "name=module:attr" loader factories, comma-separated (see docs/BACKENDS.md);
     # installed packages can also register through the "asr_stream.backends" entry points.

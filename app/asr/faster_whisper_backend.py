@@ -10,14 +10,52 @@ refused.
 from __future__ import annotations
 
 import logging
+import math
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from app.asr.base import Audio, SegmentDict, TimedWord, TranscribeResult, WordDict
 from app.errors import BackendUnavailable
+from app.settings import ENGINE_SAMPLE_RATE as SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
+
+# faster-whisper pads every window to Whisper's 30 s (3000 mel frames); for the
+# short buffers of a stream the encoder then dominates each pass (0.33 s for
+# tiny.en on 2 cores whatever the audio). CTranslate2's encoder takes shorter
+# inputs. Padding to the audio's length plus a margin keeps the text (padding to
+# the exact length makes the model loop), and cuts a pass 2.5–4x on 2–12 s.
+FRAMES_PER_SECOND = 100
+FULL_WINDOW_FRAMES = 3000
+WINDOW_MARGIN_SEC = 2.0
+WINDOW_MARGIN_RATIO = 0.25
+_window = threading.local()
+_patch_lock = threading.Lock()
+
+
+def encoder_frames(audio_seconds: float) -> int:
+    """The encoder window for a buffer: its length plus a margin, in whole seconds."""
+    margin = max(WINDOW_MARGIN_SEC, WINDOW_MARGIN_RATIO * audio_seconds)
+    return min(FULL_WINDOW_FRAMES, math.ceil(audio_seconds + margin) * FRAMES_PER_SECOND)
+
+
+def _install_short_window() -> None:
+    """Route faster-whisper's padding through a per-thread window length (once)."""
+    import faster_whisper.transcribe as fw_transcribe
+
+    with _patch_lock:
+        original = fw_transcribe.pad_or_trim
+        if getattr(original, "asr_stream_window", False):
+            return
+
+        def pad_or_trim(array: Any, length: int = FULL_WINDOW_FRAMES, *, axis: int = -1) -> Any:
+            return original(array, getattr(_window, "frames", None) or length, axis=axis)
+
+        pad_or_trim.asr_stream_window = True  # type: ignore[attr-defined]
+        fw_transcribe.pad_or_trim = pad_or_trim
+
 
 # Whisper segments the model itself judges to be silence are dropped
 # (ufal/whisper_streaming uses the same cut-off).
@@ -46,9 +84,13 @@ class FasterWhisperASR:
         cpu_threads: int = 0,
         beam_size: int = 1,
         vad_filter: bool = True,
+        short_window: bool = False,
     ) -> None:
         self.original_language = None if lan == "auto" else lan
         self.task = task
+        self.short_window = short_window
+        if short_window:
+            _install_short_window()
         self.beam_size = beam_size
         self.vad_filter = vad_filter
         self.compute_type = compute_type
@@ -85,6 +127,15 @@ class FasterWhisperASR:
         )
 
     def transcribe(self, audio: Audio, init_prompt: str = "") -> TranscribeResult:
+        if self.short_window and len(audio) / SAMPLE_RATE < FULL_WINDOW_FRAMES / FRAMES_PER_SECOND:
+            _window.frames = encoder_frames(len(audio) / SAMPLE_RATE)
+        try:
+            return self._transcribe(audio, init_prompt)
+        finally:
+            _window.frames = None
+
+    def _transcribe(self, audio: Audio, init_prompt: str) -> TranscribeResult:
+        # faster-whisper decodes lazily: the segments are consumed in here, inside the window.
         segments, info = self.model.transcribe(
             audio,
             language=self.original_language,

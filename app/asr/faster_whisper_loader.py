@@ -106,6 +106,7 @@ class FasterWhisperLoader:
             task=request.task,
             beam_size=self._settings.whisper_beam_size,
             vad_filter=self._settings.whisper_vad_filter,
+            short_window=self._settings.whisper_short_window,
         )
 
     @staticmethod
