@@ -8,11 +8,17 @@
     │   ├── FrameTooLarge         frame_too_large         1009 (message too big)
     │   ├── IdleTimeout           idle_timeout            1008
     │   └── SessionTooLong        max_duration_exceeded   1008
-    ├── AuthError                 unauthorized            1008 (refused at the handshake)
+    ├── AuthError                 unauthorized,           HTTP 401/403 at the handshake
+    │                             origin_not_allowed      (1008 if the server cannot deny)
     ├── BackendUnavailable        backend_unavailable     1008
-    ├── BackendFailure            engine_failure          1011 (internal error)
-    └── Overloaded                server_full             1013 (try again later)
-        └── ShuttingDown          shutting_down           1012 (service restart)
+    ├── BackendFailure            engine_failure,         1011 (internal error)
+    │                             engine_timeout
+    └── Overloaded                server_full,            1013 (try again later)
+        │                         shutting_down (new sessions during a drain)
+        └── ShuttingDown          shutting_down           1012 (service restart, running sessions)
+
+Non-fatal notices use the base class with ``fatal=False`` (``engine_behind``,
+``audio_after_stop``…): an ``error`` message, and the session goes on.
 
 Each subclass carries a stable ``code`` (the ``error`` message's ``code``) and a
 ``close_code`` (``None`` for a non-fatal error that leaves the session open).

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from types import FrameType
 
 import uvicorn
@@ -49,6 +50,29 @@ class DrainingServer(uvicorn.Server):
             super().handle_exit(sig, frame)
 
 
+class RedactTokens(logging.Filter):
+    """Keep `?token=KEY` out of the logs (uvicorn logs WebSocket paths with their query)."""
+
+    PATTERN = re.compile(r"(token=)[^&\s\"']+")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = self.PATTERN.sub(r"\1***", str(record.msg))
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                self.PATTERN.sub(r"\1***", a) if isinstance(a, str) else a for a in record.args
+            )
+        return True
+
+
+def redact_tokens_in_logs() -> None:
+    redact = RedactTokens()
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logger_ = logging.getLogger(name)
+        logger_.addFilter(redact)
+        for handler in logger_.handlers:
+            handler.addFilter(redact)
+
+
 def main() -> None:
     settings = Settings()
     logging.basicConfig(
@@ -63,6 +87,7 @@ def main() -> None:
         log_level=settings.log_level,
         ws_max_size=max(MIN_TRANSPORT_LIMIT, settings.max_frame_bytes * TRANSPORT_SIZE_FACTOR),
     )
+    redact_tokens_in_logs()  # after uvicorn.Config, which sets up its loggers
     DrainingServer(config, app.state.endpoint, settings.shutdown_grace_sec).run()
 
 

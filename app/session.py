@@ -81,8 +81,14 @@ class Batch:
 class AudioHandoff:
     """Bounded, thread-safe audio queue: the loop puts, the recognition thread takes."""
 
-    def __init__(self, capacity_samples: int, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self,
+        capacity_samples: int,
+        loop: asyncio.AbstractEventLoop,
+        sample_rate: int = ENGINE_SAMPLE_RATE,
+    ) -> None:
         self._capacity = capacity_samples
+        self._rate = sample_rate
         self._loop = loop
         self._items: deque[Audio] = deque()
         self._samples = 0
@@ -142,7 +148,7 @@ class AudioHandoff:
 
     @property
     def queued_seconds(self) -> float:
-        return self._samples / ENGINE_SAMPLE_RATE
+        return self._samples / self._rate
 
     # -- recognition thread side -------------------------------------------------
 
@@ -268,7 +274,7 @@ class StreamingSession:
         self.events: asyncio.Queue[SessionEvent] = asyncio.Queue()
         self._loop = loop
         self.sample_rate = sample_rate  # of the audio handed to the recognizer
-        self.handoff = AudioHandoff(int(queue_seconds * sample_rate), loop)
+        self.handoff = AudioHandoff(int(queue_seconds * sample_rate), loop, sample_rate)
         self.thread = threading.Thread(target=self._run, name=f"asr-{session_id}", daemon=True)
         self.samples_received = 0
 

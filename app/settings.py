@@ -81,4 +81,6 @@ class Settings(BaseSettings):
     def _cap_above_trimming(self) -> Self:
         if self.max_buffer_sec <= self.buffer_trimming_sec:
             raise ValueError("MAX_BUFFER_SEC must be greater than BUFFER_TRIMMING_SEC")
+        if self.max_backlog_sec >= self.audio_queue_seconds:
+            raise ValueError("MAX_BACKLOG_SEC must be less than AUDIO_QUEUE_SECONDS")
         return self

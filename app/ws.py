@@ -77,6 +77,8 @@ class Stream:
     decoder: PcmDecoder
     stopped: bool = False
     close_code: CloseCode = CloseCode.NORMAL  # after `complete`
+    end_reason: str | None = None  # the code of a limit or shutdown that ended the stream
+    told_stopped: bool = False  # audio/control after the end is answered once, then ignored
     behind: bool = False  # warned that the engine is behind
     # (seconds of input audio so far, when that audio arrived): for the lag of finals.
     arrivals: deque[tuple[float, float]] = field(default_factory=deque)
@@ -290,7 +292,8 @@ class StreamEndpoint:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if writer in done and writer.exception() is None:
-            return "completed"  # whatever the reader saw after `complete` is moot
+            # Whatever the reader saw after `complete` is moot.
+            return stream.end_reason or "completed"
         for task in (writer, reader):
             if task in done:
                 task.result()  # re-raise ClientGone / ASRError
@@ -325,14 +328,7 @@ class StreamEndpoint:
             if control.type == "keepalive":
                 continue  # receiving it reset the idle timer
             if stream.stopped:
-                self._notify(
-                    stream,
-                    ProtocolError(
-                        "'stop' was already received; the session is finishing.",
-                        code="already_stopped",
-                        fatal=False,
-                    ),
-                )
+                self._tell_stopped(stream, "already_stopped")
             elif control.type == "finalize":
                 stream.session.handoff.flush()
             else:
@@ -346,14 +342,7 @@ class StreamEndpoint:
                 f"{settings.max_frame_bytes} bytes; send smaller frames (100 ms is typical)."
             )
         if stream.stopped:
-            self._notify(
-                stream,
-                ProtocolError(
-                    "Audio after 'stop' is ignored; open a new session to send more.",
-                    code="audio_after_stop",
-                    fatal=False,
-                ),
-            )
+            self._tell_stopped(stream, "audio_after_stop")
             return
         if not data:
             self._notify(
@@ -376,8 +365,9 @@ class StreamEndpoint:
             self._notify(
                 stream,
                 LimitError(
-                    f"The engine is {backlog:.0f} s behind this stream; audio is queued, not "
-                    "dropped, and the server reads more slowly until it catches up.",
+                    f"The engine is {backlog:.0f} s behind this stream. Audio is queued, not "
+                    "dropped; if the queue fills, the server reads this socket more slowly "
+                    "until the engine catches up.",
                     code="engine_behind",
                     fatal=False,
                 ),
@@ -402,12 +392,33 @@ class StreamEndpoint:
         stream.stopped = True
         if reason is not None:
             logger.info("[%s] ending: %s", stream.session.session_id, reason.code)
+            stream.end_reason = reason.code
             stream.close_code = reason.close_code or CloseCode.NORMAL
             stream.session.events.put_nowait(ErrorEvent(_as_notice(reason)))
         tail = stream.decoder.flush()
         if len(tail):
             stream.session.handoff.end_with(tail)
         stream.session.stop()
+
+    def _tell_stopped(self, stream: Stream, code: str) -> None:
+        """Answer the first message after the end, once; ignore the rest (not one per frame)."""
+        if stream.told_stopped:
+            return
+        stream.told_stopped = True
+        why = (
+            f"the server ended it ({stream.end_reason})"
+            if stream.end_reason
+            else "'stop' was received"
+        )
+        self._notify(
+            stream,
+            ProtocolError(
+                f"The session is finishing because {why}; later audio and messages are "
+                "ignored. Open a new session to send more.",
+                code=code,
+                fatal=False,
+            ),
+        )
 
     def _notify(self, stream: Stream, error: ASRError) -> None:
         """Send a non-fatal error through the writer (the only sender)."""
