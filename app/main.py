@@ -6,9 +6,11 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.admin import admin_router
@@ -21,6 +23,9 @@ from app.settings import Settings
 from app.ws import StreamEndpoint
 
 logger = logging.getLogger(__name__)
+
+# The browser client (plain HTML/JS, no build step), shipped as package data.
+STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
@@ -52,15 +57,24 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.ready = False
 
     app.add_api_websocket_route("/ws/asr-stream", endpoint)
+    # The page and its scripts are public: the stream itself checks the API key.
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    @app.get("/", include_in_schema=False)
+    async def index() -> FileResponse:
+        """The browser client: microphone → /ws/asr-stream → transcript."""
+        return FileResponse(STATIC_DIR / "index.html")
 
     async def require_key(request: Request) -> None:
         """REST auth (when API_KEYS is set): the same keys as the WebSocket."""
-        try:
-            endpoint.auth.check(request.headers, request.query_params)
-        except AuthError as exc:
-            status = 403 if exc.code == "origin_not_allowed" else 401
-            detail = ErrorMessage(detail=exc.detail, code=exc.code).model_dump()
-            raise HTTPException(status_code=status, detail=detail) from None
+        endpoint.auth.check(request.headers, request.query_params)
+
+    @app.exception_handler(AuthError)
+    async def refused(request: Request, exc: AuthError) -> JSONResponse:
+        endpoint.metrics.errors.labels(exc.code).inc()
+        status = 403 if exc.code == "origin_not_allowed" else 401
+        body = ErrorMessage(detail=exc.detail, code=exc.code).model_dump()
+        return JSONResponse(body, status_code=status)
 
     protected = [Depends(require_key)]
     app.include_router(admin_router(endpoint), dependencies=protected)

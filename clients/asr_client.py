@@ -17,7 +17,7 @@ import contextlib
 import json
 import time
 import wave
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,10 +91,26 @@ def chunked(pcm: bytes, sample_rate: int, chunk_ms: int) -> Iterable[bytes]:
         yield pcm[i : i + size]
 
 
+ProgressCallback = Callable[[float], None]
+"""Called with the seconds of audio sent so far, after each frame."""
+
+
 class ASRStreamClient:
-    def __init__(self, url: str = DEFAULT_URL, *, open_timeout: float = 30.0) -> None:
+    """Streams PCM to ``url``; ``api_key`` is sent as ``Authorization: Bearer KEY``."""
+
+    def __init__(
+        self,
+        url: str = DEFAULT_URL,
+        *,
+        open_timeout: float = 30.0,
+        api_key: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self.url = url
         self.open_timeout = open_timeout
+        self.headers = dict(headers or {})
+        if api_key:
+            self.headers["Authorization"] = f"Bearer {api_key}"
         self.last_close_code: int | None = None
 
     async def stream(
@@ -106,17 +122,23 @@ class ASRStreamClient:
         realtime: bool = True,
         config: dict[str, Any] | None = None,
         timings: StreamResult | None = None,
+        progress: ProgressCallback | None = None,
     ) -> AsyncIterator[ServerMessage]:
         """Stream ``audio`` (PCM bytes, or an async source of PCM chunks); yield replies.
 
         ``config`` adds fields to the config message (``language_code``,
         ``backend``…). Raises `StreamError` on an ``error`` that ends the session.
-        When ``timings`` is given, arrival times are recorded in it.
+        When ``timings`` is given, arrival times are recorded in it; ``progress``
+        is called with the seconds of audio sent after each frame. An exception
+        raised by an async ``audio`` source ends the stream and is re-raised here.
         """
         message = {"sample_rate_hertz": sample_rate_hertz, "encoding": "LINEAR16"}
         message.update(config or {})
         async with websockets.connect(
-            self.url, open_timeout=self.open_timeout, max_size=None
+            self.url,
+            open_timeout=self.open_timeout,
+            max_size=None,
+            additional_headers=self.headers or None,
         ) as ws:
             await ws.send(json.dumps(message))
             first = parse_server_message(await ws.recv())
@@ -127,8 +149,18 @@ class ASRStreamClient:
             if not isinstance(first, Metadata):
                 raise StreamError(f"expected metadata, got {first.type}")
             yield first
+            source_failures: list[Exception] = []
             sender = asyncio.create_task(
-                self._send(ws, audio, sample_rate_hertz, chunk_ms, realtime, timings)
+                self._send(
+                    ws,
+                    audio,
+                    sample_rate_hertz,
+                    chunk_ms,
+                    realtime,
+                    timings,
+                    progress,
+                    source_failures,
+                )
             )
             last_error: ErrorMessage | None = None
             try:
@@ -151,6 +183,8 @@ class ASRStreamClient:
                 self.last_close_code = ws.close_code
                 if timings is not None:
                     timings.close_code = ws.close_code
+            if source_failures:
+                raise source_failures[0]
             if ws.close_code != 1000:
                 # A fatal error is followed by its close; the error says why.
                 if last_error is not None:
@@ -165,19 +199,36 @@ class ASRStreamClient:
         chunk_ms: int,
         realtime: bool,
         timings: StreamResult | None,
+        progress: ProgressCallback | None = None,
+        source_failures: list[Exception] | None = None,
     ) -> None:
         started = time.monotonic()
         if timings is not None:
             timings.audio_started_at = started
-        sent_samples = 0
+        sent_bytes = 0
         source = _iterate(audio, rate, chunk_ms)
-        async for chunk in source:
-            await ws.send(chunk)
-            sent_samples += len(chunk) // BYTES_PER_SAMPLE
-            if realtime:
-                ahead = started + sent_samples / rate - time.monotonic()
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
+        try:
+            async for chunk in source:
+                await ws.send(chunk)
+                sent_bytes += len(chunk)
+                sent_seconds = sent_bytes // BYTES_PER_SAMPLE / rate
+                if progress is not None:
+                    progress(sent_seconds)
+                if realtime:
+                    ahead = started + sent_seconds - time.monotonic()
+                    if ahead > 0:
+                        await asyncio.sleep(ahead)
+        except websockets.ConnectionClosed:
+            return  # the receiving side reports why
+        except Exception as exc:
+            # The audio source failed (a decoder exited, a pipe broke): end the
+            # session rather than leave the server waiting for audio or `stop`.
+            # Recorded before the close, so `stream` sees it when the socket ends.
+            if source_failures is None:
+                raise
+            source_failures.append(exc)
+            await ws.close()
+            return
         if timings is not None:
             timings.stop_sent_at = time.monotonic()
         await ws.send(json.dumps({"type": "stop"}))

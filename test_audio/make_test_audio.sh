@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Regenerate the synthetic speech clips from their texts (needs Debian's espeak-ng and sox).
+# Regenerate the synthetic speech clips from their texts (needs Debian's espeak-ng, sox, ffmpeg).
 # Each clip: espeak-ng US English at 140 wpm with 30 ms word gaps, 16-bit mono,
 # 0.5 s of silence at both ends (browsers' fake microphones need a quiet start).
 set -euo pipefail
@@ -12,5 +12,8 @@ make_clip() {  # text-file rate out.wav
 }
 make_clip en_16k.txt 16000 en_16k.wav
 make_clip en_48k.txt 48000 en_48k.wav
+# The same clip as MP3 (reference text: en_48k.txt) for the file clients; bit-exact, no tags.
+ffmpeg -hide_banner -loglevel error -y -i en_48k.wav -map_metadata -1 -fflags +bitexact \
+  -flags:a +bitexact -codec:a libmp3lame -b:a 64k en_48k.mp3
 espeak_ar() { local tmp; tmp=$(mktemp --suffix=.wav); espeak-ng -v ar -s 130 -w "$tmp" -f "$1"; sox "$tmp" -r 16000 -b 16 -c 1 "$2" pad 0.5 0.5; rm -f "$tmp"; }
 espeak_ar ar_16k.txt ar_16k.wav  # Arabic, for the multilingual base model
