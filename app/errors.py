@@ -2,6 +2,7 @@
 
     ASRError                      code                    close
     ├── ConfigError               invalid_config et al.   1008 (policy / bad config)
+    │   └── GoogleInvalidArgument google_invalid_argument 1008 (Google refused the config)
     ├── ProtocolError             protocol_error          1008
     ├── AudioFormatError          invalid_audio           1008
     ├── LimitError                limit_exceeded          1008
@@ -11,11 +12,15 @@
     ├── AuthError                 unauthorized,           HTTP 401/403 at the handshake
     │                             origin_not_allowed      (1008 if the server cannot deny)
     ├── BackendUnavailable        backend_unavailable     1008
+    │   ├── GoogleCredentialsError google_credentials     1008
+    │   └── GooglePermissionDenied google_permission_denied 1008
     ├── BackendFailure            engine_failure,         1011 (internal error)
-    │                             engine_timeout
+    │   │                         engine_timeout, google_error
+    │   └── GoogleUnavailable     google_unavailable      1011 (reconnects exhausted)
     └── Overloaded                server_full,            1013 (try again later)
         │                         shutting_down (new sessions during a drain)
-        └── ShuttingDown          shutting_down           1012 (service restart, running sessions)
+        ├── ShuttingDown          shutting_down           1012 (service restart, running sessions)
+        └── GoogleQuotaExceeded   google_quota_exceeded   1013
 
 Non-fatal notices use the base class with ``fatal=False`` (``engine_behind``,
 ``audio_after_stop``…): an ``error`` message, and the session goes on.
@@ -138,3 +143,37 @@ class BackendFailure(ASRError):
 
     code = "engine_failure"
     close_code = CloseCode.INTERNAL_ERROR
+
+
+# --------------------------------------------------------------------------- Google bridge
+# Google's gRPC status codes mapped to stable codes (app/asr/google/bridge.py).
+
+
+class GoogleInvalidArgument(ConfigError):
+    """Google refused the stream's settings (INVALID_ARGUMENT): language, model, rate…"""
+
+    code = "google_invalid_argument"
+
+
+class GoogleCredentialsError(BackendUnavailable):
+    """No Google credentials, an unreadable key file, or credentials Google rejects."""
+
+    code = "google_credentials"
+
+
+class GooglePermissionDenied(BackendUnavailable):
+    """The credentials may not use Speech-to-Text (PERMISSION_DENIED)."""
+
+    code = "google_permission_denied"
+
+
+class GoogleUnavailable(BackendFailure):
+    """Google stayed unreachable (UNAVAILABLE, DEADLINE_EXCEEDED) through every reconnect."""
+
+    code = "google_unavailable"
+
+
+class GoogleQuotaExceeded(Overloaded):
+    """The project's Speech-to-Text quota is used up for now (RESOURCE_EXHAUSTED)."""
+
+    code = "google_quota_exceeded"

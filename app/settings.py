@@ -45,6 +45,20 @@ class Settings(BaseSettings):
     asr_plugins: str = ""
     whisper_timestamped_model: Path | None = None
 
+    # Google Cloud Speech-to-Text bridge (backend "google", extra "google").
+    # A service-account key file; unset: Application Default Credentials.
+    google_application_credentials: Path | None = None
+    # "host:port" of an emulator or test server: insecure channel, no credentials.
+    google_speech_endpoint: str | None = None
+    google_model: str = "latest_long"
+    # Google ends a stream after ~305 s (OUT_OF_RANGE); the bridge restarts before that.
+    google_restart_sec: float = Field(default=290.0, gt=0.0, le=300.0)
+    # No audio for this long: finish the Google stream; reopen when audio comes (Google
+    # times out a stream that gets no audio for ~10 s).
+    google_idle_restart_sec: float = Field(default=8.0, gt=0.0)
+    google_max_reconnects: int = Field(default=5, ge=0)
+    google_reconnect_backoff_sec: float = Field(default=0.5, gt=0.0)
+
     # OnlineASRProcessor
     min_chunk_size: float = Field(default=1.0, gt=0.0, le=10.0)
     buffer_trimming: Literal["segment", "sentence"] = "segment"

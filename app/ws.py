@@ -120,6 +120,7 @@ class TranscriptFormatter:
             start=_t(span.start),
             end=_t(span.end),
             words=words,
+            stability=span.stability,
         )
 
     def _word(self, word: str) -> str:

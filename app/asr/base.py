@@ -81,6 +81,8 @@ class TextSpan:
     text: str
     words: tuple[TimedWord, ...] = field(default=())
     confidence: float | None = None
+    stability: float | None = None
+    """For interim text: how likely it is to stay as it is, 0–1, when the engine says."""
 
 
 @runtime_checkable
