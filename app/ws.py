@@ -303,8 +303,11 @@ class StreamEndpoint:
     async def _read(self, websocket: WebSocket, stream: Stream) -> None:
         settings = self.settings
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
+            # lands as a frame arrives, and the session then hangs.
             try:
-                message = await asyncio.wait_for(websocket.receive(), settings.idle_timeout_sec)
+                async with asyncio.timeout(settings.idle_timeout_sec):
+                    message = await websocket.receive()
             except TimeoutError:
                 if not stream.stopped:
                     self._end(
@@ -431,7 +434,8 @@ class StreamEndpoint:
         timeout = self.settings.send_timeout_sec
         while True:
             try:
-                event = await asyncio.wait_for(session.events.get(), WATCHDOG_PERIOD_SEC)
+                async with asyncio.timeout(WATCHDOG_PERIOD_SEC):
+                    event = await session.events.get()
             except TimeoutError:
                 self._check_engine(session)
                 continue

@@ -15,6 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_SEC = 120.0
+PIDS: dict[str, int] = {}  # WebSocket URL → server process id, while it runs
 
 
 def free_port() -> int:
@@ -36,7 +37,9 @@ def running_server(
     )
     try:
         _wait_ready(port, proc)
-        yield f"ws://127.0.0.1:{port}/ws/asr-stream"
+        url = f"ws://127.0.0.1:{port}/ws/asr-stream"
+        PIDS[url] = proc.pid
+        yield url
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

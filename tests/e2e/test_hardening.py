@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import websockets
 
-from bench.server import ROOT, _wait_ready, free_port, running_server
+from bench.server import PIDS, ROOT, _wait_ready, free_port, running_server
 
 pytestmark = pytest.mark.e2e
 
@@ -288,7 +288,7 @@ async def test_disconnects_at_every_stage_leave_nothing_behind(url: str) -> None
 
 
 async def test_leak_check_1000_abrupt_disconnects(url: str) -> None:
-    pid = int(subprocess.check_output(["pgrep", "-f", "run.py", "-n"]).split()[0])
+    pid = PIDS[url]
     rss_before = _rss_kb(pid)
     threads_before = metric(url, "asr_recognition_threads")
     rng = random.Random(1234)
