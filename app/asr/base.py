@@ -218,6 +218,38 @@ class RecognizerLoader(Protocol):
     ) -> tuple[Recognizer, EngineInfo]: ...
 
 
+def from_whisper_dict(raw: dict[str, Any], word_key: str, probability_key: str) -> TranscribeResult:
+    """An openai-whisper-style result (whisper_timestamped, mlx-whisper) as a `TranscribeResult`."""
+    segments: list[SegmentDict] = [
+        {
+            "start": float(seg["start"]),
+            "end": float(seg["end"]),
+            "text": seg["text"],
+            "words": [
+                {
+                    "start": float(w["start"]),
+                    "end": float(w["end"]),
+                    "text": str(w[word_key]),
+                    "probability": float(w.get(probability_key, 1.0)),
+                }
+                for w in seg.get("words", ())
+            ],
+        }
+        for seg in raw.get("segments", ())
+    ]
+    return {"text": raw.get("text", ""), "segments": segments, "language": raw.get("language", "")}
+
+
+def result_words(result: TranscribeResult) -> list[RawWord]:
+    """`ASRBase.ts_words` for any `TranscribeResult`."""
+    return [(w["start"], w["end"], w["text"]) for s in result["segments"] for w in s["words"]]
+
+
+def segment_ends(result: TranscribeResult) -> list[float]:
+    """`ASRBase.segments_end_ts` for any `TranscribeResult`."""
+    return [s["end"] for s in result["segments"]]
+
+
 def as_text_span(result: ProcessorResult) -> TextSpan | None:
     """Normalise a processor result; empty text counts as nothing."""
     if result is None:

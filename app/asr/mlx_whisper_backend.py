@@ -17,9 +17,10 @@ from app.asr.base import (
     EngineInfo,
     EngineRequest,
     RawWord,
-    SegmentDict,
     TranscribeResult,
-    WordDict,
+    from_whisper_dict,
+    result_words,
+    segment_ends,
 )
 from app.asr.online import OnlineASRProcessor, ProcessorOptions
 from app.errors import BackendUnavailable, ConfigError
@@ -66,36 +67,13 @@ class MLXWhisperASR:
             condition_on_previous_text=True,
             temperature=0.0,
         )
-        segments: list[SegmentDict] = []
-        for seg in raw.get("segments", ()):
-            words: list[WordDict] = [
-                {
-                    "start": float(w["start"]),
-                    "end": float(w["end"]),
-                    "text": str(w["word"]),
-                    "probability": float(w.get("probability", 1.0)),
-                }
-                for w in seg.get("words", ())
-            ]
-            segments.append(
-                {
-                    "start": float(seg["start"]),
-                    "end": float(seg["end"]),
-                    "text": seg["text"],
-                    "words": words,
-                }
-            )
-        return {
-            "text": raw.get("text", ""),
-            "segments": segments,
-            "language": raw.get("language", ""),
-        }
+        return from_whisper_dict(raw, word_key="word", probability_key="probability")
 
     def ts_words(self, result: TranscribeResult) -> Sequence[RawWord]:
-        return [(w["start"], w["end"], w["text"]) for s in result["segments"] for w in s["words"]]
+        return result_words(result)
 
     def segments_end_ts(self, result: TranscribeResult) -> list[float]:
-        return [s["end"] for s in result["segments"]]
+        return segment_ends(result)
 
     def use_vad(self) -> None:
         """mlx-whisper has no voice activity filter of its own."""

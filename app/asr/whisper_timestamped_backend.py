@@ -19,9 +19,10 @@ from app.asr.base import (
     EngineInfo,
     EngineRequest,
     RawWord,
-    SegmentDict,
     TranscribeResult,
-    WordDict,
+    from_whisper_dict,
+    result_words,
+    segment_ends,
 )
 from app.asr.online import OnlineASRProcessor, ProcessorOptions
 from app.errors import BackendUnavailable, ConfigError
@@ -81,36 +82,13 @@ class WhisperTimestampedASR:
             condition_on_previous_text=True,
             **self.transcribe_kwargs,
         )
-        segments: list[SegmentDict] = []
-        for seg in raw.get("segments", ()):
-            words: list[WordDict] = [
-                {
-                    "start": float(w["start"]),
-                    "end": float(w["end"]),
-                    "text": str(w["text"]),
-                    "probability": float(w.get("confidence", 1.0)),
-                }
-                for w in seg.get("words", ())
-            ]
-            segments.append(
-                {
-                    "start": float(seg["start"]),
-                    "end": float(seg["end"]),
-                    "text": seg["text"],
-                    "words": words,
-                }
-            )
-        return {
-            "text": raw.get("text", ""),
-            "segments": segments,
-            "language": raw.get("language", ""),
-        }
+        return from_whisper_dict(raw, word_key="text", probability_key="confidence")
 
     def ts_words(self, result: TranscribeResult) -> Sequence[RawWord]:
-        return [(w["start"], w["end"], w["text"]) for s in result["segments"] for w in s["words"]]
+        return result_words(result)
 
     def segments_end_ts(self, result: TranscribeResult) -> list[float]:
-        return [s["end"] for s in result["segments"]]
+        return segment_ends(result)
 
     def use_vad(self) -> None:
         self.transcribe_kwargs["vad"] = True
