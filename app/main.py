@@ -19,6 +19,7 @@ from app.asr.registry import Registry, set_current
 from app.errors import AuthError
 from app.languages import to_whisper_language
 from app.messages import ErrorMessage
+from app.readiness import GOOGLE, Readiness, google_configured
 from app.settings import Settings
 from app.ws import StreamEndpoint
 
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     registry = registry or Registry(settings)
     set_current(registry)
     endpoint = StreamEndpoint(settings, registry)
+    readiness = Readiness(settings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,12 +93,19 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     @app.get("/ready", response_model=None)
     async def ready() -> JSONResponse:
-        """Readiness: the default engine is loaded and warmed."""
+        """Readiness: the default engine is warm, and Google is reachable when configured."""
         if not app.state.ready or endpoint.draining:
             status = "draining" if endpoint.draining else "loading"
             return JSONResponse({"status": status}, status_code=503)
-        return JSONResponse(
-            {"status": "ready", "active_sessions": len(endpoint.active)}, status_code=200
-        )
+        checks = {}
+        if GOOGLE in registry and google_configured(settings, endpoint.defaults):
+            checks[GOOGLE] = await readiness.google(registry.get_loader(GOOGLE))
+        ok = all(check.ok for check in checks.values())
+        body: dict[str, object] = {
+            "status": "ready" if ok else "unavailable",
+            "active_sessions": len(endpoint.active),
+            "checks": {name: check.as_json() for name, check in checks.items()},
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     return app

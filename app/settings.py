@@ -58,6 +58,8 @@ class Settings(BaseSettings):
     google_idle_restart_sec: float = Field(default=8.0, gt=0.0)
     google_max_reconnects: int = Field(default=5, ge=0)
     google_reconnect_backoff_sec: float = Field(default=0.5, gt=0.0)
+    # GET /ready: how long to wait for a connection to Google when it is configured.
+    ready_check_timeout_sec: float = Field(default=2.0, gt=0.0, le=30.0)
 
     # OnlineASRProcessor
     min_chunk_size: float = Field(default=1.0, gt=0.0, le=10.0)

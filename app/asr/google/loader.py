@@ -188,6 +188,32 @@ class GoogleLoader:
 
         return channel.client, release
 
+    def probe(self, timeout: float) -> None:
+        """Readiness: credentials load and a channel connects to Google (or the emulator).
+
+        Connecting (TCP, TLS, HTTP/2) proves the endpoint is reachable without a
+        request, so it costs no quota. Raises `BackendUnavailable` or
+        `GoogleCredentialsError` with a sentence that names no secret.
+        """
+        import_speech()
+        import grpc
+
+        if not self.settings.google_speech_endpoint:
+            self._load_credentials()
+        with self._lock:
+            if not self._channels:
+                self._channels.append(_Channel(self._new_client()))
+            client = self._channels[0].client
+        channel: grpc.Channel = client.transport.grpc_channel  # type: ignore[attr-defined]
+        endpoint = self.settings.google_speech_endpoint
+        try:
+            grpc.channel_ready_future(channel).result(timeout=timeout)
+        except grpc.FutureTimeoutError:
+            target = "the emulator endpoint" if endpoint else GOOGLE_HOST
+            raise BackendUnavailable(
+                f"Google Speech is not reachable: no connection to {target} within {timeout:g} s."
+            ) from None
+
     def close(self) -> None:
         """Close every channel (sessions still running on them fail)."""
         with self._lock:
