@@ -38,7 +38,11 @@ class Settings(BaseSettings):
     whisper_cpu_threads: int = Field(default=0, ge=0)
     whisper_beam_size: int = Field(default=1, ge=1, le=10)
     whisper_vad_filter: bool = True
-    whisper_short_window: bool = False
+    whisper_short_window: bool = True
+    # Voice activity (Silero, bundled with faster-whisper) in the streaming engine: skip
+    # silence, cut trailing silence, commit the utterance at a pause this long.
+    streaming_vad: bool = True
+    vad_pause_sec: float = Field(default=0.5, ge=0.1, le=5.0)
 
     # Plugins: "name=module:attr" loader factories, comma-separated (see docs/BACKENDS.md);
     # installed packages can also register through the "asr_stream.backends" entry points.

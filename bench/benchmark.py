@@ -39,7 +39,7 @@ from bench.stream_latency import normalize, word_error_rate
 from clients.asr_client import ASRStreamClient, StreamResult, read_wav
 
 AUDIO = ROOT / "test_audio"
-SPEECH = ("en_16k.wav", "en_48k.wav")
+SPEECH = ("en_16k.wav", "en_48k.wav", "en_long_16k.wav")
 SAMPLE_RATE = 16_000
 FALL_BEHIND_SEC = 3.0
 NOISE_DBFS = -30.0

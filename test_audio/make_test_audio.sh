@@ -12,6 +12,11 @@ make_clip() {  # text-file rate out.wav
 }
 make_clip en_16k.txt 16000 en_16k.wav
 make_clip en_48k.txt 48000 en_48k.wav
+# A minute of continuous, faster speech in another voice (few pauses: the hard case).
+tmp=$(mktemp --suffix=.wav)
+espeak-ng -v en-us+m3 -s 165 -g 2 -w "$tmp" -f en_long_16k.txt
+sox "$tmp" -r 16000 -b 16 -c 1 en_long_16k.wav pad 0.5 0.5
+rm -f "$tmp"
 # The same clip as MP3 (reference text: en_48k.txt) for the file clients; bit-exact, no tags.
 ffmpeg -hide_banner -loglevel error -y -i en_48k.wav -map_metadata -1 -fflags +bitexact \
   -flags:a +bitexact -codec:a libmp3lame -b:a 64k en_48k.mp3

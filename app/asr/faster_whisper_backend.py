@@ -27,10 +27,16 @@ logger = logging.getLogger(__name__)
 # tiny.en on 2 cores whatever the audio). CTranslate2's encoder takes shorter
 # inputs. Padding to the audio's length plus a margin keeps the text (padding to
 # the exact length makes the model loop), and cuts a pass 2.5–4x on 2–12 s.
+# A window much shorter than 10 s makes the model loop on short buffers ("Good
+# morning. Good morning. …" on 1 s of speech in a 3 s window); 10 s costs 0.04 s.
 FRAMES_PER_SECOND = 100
 FULL_WINDOW_FRAMES = 3000
+MIN_WINDOW_SEC = 10
 WINDOW_MARGIN_SEC = 2.0
 WINDOW_MARGIN_RATIO = 0.25
+# A decoded text that gzip compresses this well repeats itself: the model looped
+# (Whisper's own threshold). A short-window pass that loops is redone on 30 s.
+COMPRESSION_RATIO_LIMIT = 2.4
 _window = threading.local()
 _patch_lock = threading.Lock()
 
@@ -38,7 +44,8 @@ _patch_lock = threading.Lock()
 def encoder_frames(audio_seconds: float) -> int:
     """The encoder window for a buffer: its length plus a margin, in whole seconds."""
     margin = max(WINDOW_MARGIN_SEC, WINDOW_MARGIN_RATIO * audio_seconds)
-    return min(FULL_WINDOW_FRAMES, math.ceil(audio_seconds + margin) * FRAMES_PER_SECOND)
+    seconds = max(MIN_WINDOW_SEC, math.ceil(audio_seconds + margin))
+    return min(FULL_WINDOW_FRAMES, seconds * FRAMES_PER_SECOND)
 
 
 def _install_short_window() -> None:
@@ -127,14 +134,20 @@ class FasterWhisperASR:
         )
 
     def transcribe(self, audio: Audio, init_prompt: str = "") -> TranscribeResult:
-        if self.short_window and len(audio) / SAMPLE_RATE < FULL_WINDOW_FRAMES / FRAMES_PER_SECOND:
-            _window.frames = encoder_frames(len(audio) / SAMPLE_RATE)
-        try:
-            return self._transcribe(audio, init_prompt)
-        finally:
-            _window.frames = None
+        seconds = len(audio) / SAMPLE_RATE
+        if self.short_window and seconds < FULL_WINDOW_FRAMES / FRAMES_PER_SECOND:
+            _window.frames = encoder_frames(seconds)
+            try:
+                result, looped = self._transcribe(audio, init_prompt)
+            finally:
+                _window.frames = None
+            if not looped:
+                return result
+            logger.debug("short-window pass looped on %.1f s; redone on the full window", seconds)
+        return self._transcribe(audio, init_prompt)[0]
 
-    def _transcribe(self, audio: Audio, init_prompt: str) -> TranscribeResult:
+    def _transcribe(self, audio: Audio, init_prompt: str) -> tuple[TranscribeResult, bool]:
+        """The result, and whether the model looped (its text repeats itself)."""
         # faster-whisper decodes lazily: the segments are consumed in here, inside the window.
         segments, info = self.model.transcribe(
             audio,
@@ -150,7 +163,9 @@ class FasterWhisperASR:
             vad_filter=self.vad_filter,
         )
         out: list[SegmentDict] = []
+        looped = False
         for seg in segments:
+            looped = looped or seg.compression_ratio > COMPRESSION_RATIO_LIMIT
             if seg.no_speech_prob > NO_SPEECH_PROB_CUTOFF:
                 continue
             words: list[WordDict] = [
@@ -166,11 +181,12 @@ class FasterWhisperASR:
                     "no_speech_prob": seg.no_speech_prob,
                 }
             )
-        return {
+        result: TranscribeResult = {
             "text": "".join(s["text"] for s in out),
             "segments": out,
             "language": info.language,
         }
+        return result, looped
 
     def ts_words(self, result: TranscribeResult) -> Sequence[TimedWord]:
         return [

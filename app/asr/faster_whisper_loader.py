@@ -15,6 +15,7 @@ from app.asr.faster_whisper_backend import FasterWhisperASR
 from app.asr.models import BASE, BUNDLED_MODELS, TINY_EN, available, is_english_only
 from app.asr.models import resolve_model_dir as _resolve_model_dir
 from app.asr.online import OnlineASRProcessor, ProcessorOptions
+from app.asr.vad import SileroScorer, SpeechTimeline
 from app.errors import ConfigError
 from app.settings import ENGINE_SAMPLE_RATE, Settings
 
@@ -124,8 +125,10 @@ class FasterWhisperLoader:
             buffer_trimming=opts.buffer_trimming or settings.buffer_trimming,
             buffer_trimming_sec=trimming_sec,
             max_buffer_sec=max(settings.max_buffer_sec, trimming_sec + 1.0),
+            pause_sec=settings.vad_pause_sec,
         )
-        processor = OnlineASRProcessor(self.asr(request), options)
+        speech = SpeechTimeline(SileroScorer()) if settings.streaming_vad else None
+        processor = OnlineASRProcessor(self.asr(request), options, speech)
         info = EngineInfo(
             backend=BACKEND_NAME,
             model=request.model or self.default_model,

@@ -21,6 +21,20 @@ Changes from the original, each for a failure it showed:
   also serves to flush what was heard so far without ending the session.
 * Words are compared without case and punctuation when looking for agreement
   (``"dog"`` and ``"dog."`` agree); the newer spelling is committed.
+* With a `SpeechTimeline` (voice activity), three more rules:
+  - a buffer with no speech in it is not transcribed at all (silence costs
+    nothing and yields nothing), and only its last moment is kept;
+  - trailing silence is cut from what the model hears (Whisper invents
+    "Thank you." in it), and words that start after the speech ended are
+    dropped;
+  - when the speaker pauses (``pause_sec`` of silence), the utterance is
+    transcribed once more and committed whole, without waiting for two
+    passes to agree, and the buffer restarts after it. Finals come at the
+    pause, and each utterance is decoded with its full context, like offline;
+  - when trimming finds no finished segment to cut at (Whisper returned one
+    long segment, common in fast continuous speech), the buffer is cut in the
+    widest gap between committed words. Buffers past ~20 s made passes slow
+    and the model invent text, which the hard cap then committed.
 
 Pure: numpy arrays in, `TextSpan` out; no threads, clocks, sockets or logging.
 """
@@ -35,6 +49,7 @@ from typing import Literal
 import numpy as np
 
 from app.asr.base import ASRBase, Audio, RawWord, TextSpan, TimedWord, TranscribeResult
+from app.asr.vad import SpeechTimeline
 from app.settings import ENGINE_SAMPLE_RATE
 
 # A new hypothesis's words may start this much before the last committed word
@@ -49,6 +64,12 @@ PROMPT_CHARS = 200
 # When the hard cap forces a cut, this much audio before the buffer's end is
 # kept: words there are too fresh to commit without agreement.
 FORCED_CUT_KEEP_SEC = 5.0
+
+# Silence the model still hears after the last speech frame: enough for the
+# last word's tail, too little for Whisper to invent words in.
+END_PAD_SEC = 0.3
+# A buffer without speech keeps only this much (a word may be starting).
+SILENCE_KEEP_SEC = 0.3
 
 _PUNCT = re.compile(r"[^\w']+", re.UNICODE)
 _SENTENCE_END = re.compile(r"[.!?。！？؟]['\")\]]*$")
@@ -162,6 +183,7 @@ class ProcessorOptions:
     buffer_trimming: Literal["segment", "sentence"] = "segment"
     buffer_trimming_sec: float = 15.0
     max_buffer_sec: float = 25.0
+    pause_sec: float = 0.5  # with voice activity: commit the utterance at a pause this long
 
     def __post_init__(self) -> None:
         if self.max_buffer_sec <= FORCED_CUT_KEEP_SEC:
@@ -171,9 +193,15 @@ class ProcessorOptions:
 class OnlineASRProcessor:
     """Turns an `ASRBase` into a streaming `ASRProcessor` (see the module docstring)."""
 
-    def __init__(self, asr: ASRBase, options: ProcessorOptions | None = None) -> None:
+    def __init__(
+        self,
+        asr: ASRBase,
+        options: ProcessorOptions | None = None,
+        speech: SpeechTimeline | None = None,
+    ) -> None:
         self.asr = asr
         self.options = options or ProcessorOptions()
+        self.speech = speech  # voice activity over the whole stream, if any
         self.init()
 
     # -- ASRProcessor protocol ------------------------------------------------
@@ -190,11 +218,23 @@ class OnlineASRProcessor:
             [self.audio_buffer, audio.astype(np.float32, copy=False)]
         )
         self._untranscribed_samples += len(audio)
+        if self.speech is not None:
+            self.speech.accept(audio)
 
     def process_iter(self) -> TextSpan | None:
         """Transcribe the buffer, commit what two passes agree on, trim the buffer."""
         if not len(self.audio_buffer):
             return None
+        speech = self.speech
+        if speech is not None:
+            if not self._has_speech():
+                # Words still unconfirmed were heard in audio since cut: keep them.
+                committed = self.hypothesis.commit_all(self.hypothesis.buffer)
+                self.committed.extend(committed)
+                self._skip_silence()
+                return span_of(committed, self.asr.sep)
+            if speech.trailing_silence() >= self.options.pause_sec:
+                return self._commit_utterance()
         result = self._transcribe()
         self.hypothesis.insert(self._words(result))
         committed = self.hypothesis.flush()
@@ -208,7 +248,13 @@ class OnlineASRProcessor:
         The processor then goes on from the end of the audio, so `finish` also
         flushes a stream that continues.
         """
-        if self._untranscribed_samples and len(self.audio_buffer):
+        if self.speech is not None:
+            if self._has_speech():
+                self.hypothesis.insert(self._words(self._transcribe()))
+                tail = self.hypothesis.new
+            else:
+                tail = self.hypothesis.buffer
+        elif self._untranscribed_samples and len(self.audio_buffer):
             self.hypothesis.insert(self._words(self._transcribe()))
             tail = self.hypothesis.new
         else:
@@ -236,11 +282,54 @@ class OnlineASRProcessor:
     # -- internals ---------------------------------------------------------------
 
     def _transcribe(self) -> TranscribeResult:
+        """One model pass over the buffer, without its trailing silence."""
         self._untranscribed_samples = 0
-        return self.asr.transcribe(self.audio_buffer, init_prompt=self._prompt())
+        audio = self.audio_buffer
+        speech_end = self._speech_end()
+        if speech_end is not None:
+            heard = round((speech_end + END_PAD_SEC - self.buffer_time_offset) * ENGINE_SAMPLE_RATE)
+            audio = audio[: max(heard, 0)]
+        if not len(audio):
+            return {"text": "", "segments": [], "language": ""}
+        return self.asr.transcribe(audio, init_prompt=self._prompt())
 
     def _words(self, result: TranscribeResult) -> list[TimedWord]:
-        return to_timed_words(self.asr.ts_words(result), self.buffer_time_offset)
+        words = to_timed_words(self.asr.ts_words(result), self.buffer_time_offset)
+        speech_end = self._speech_end()
+        if speech_end is not None:  # a word that starts after the speech is invented
+            words = [w for w in words if w.start < speech_end]
+        return words
+
+    # -- voice activity ------------------------------------------------------------
+
+    def _has_speech(self) -> bool:
+        assert self.speech is not None
+        return self.speech.has_speech(self.buffer_time_offset, self.buffer_end)
+
+    def _speech_end(self) -> float | None:
+        """End of the last speech in the buffer when silence follows it; else None."""
+        if self.speech is None:
+            return None
+        end = self.speech.last_speech_end()
+        if end is None or self.speech.trailing_silence() <= END_PAD_SEC:
+            return None
+        return end
+
+    def _skip_silence(self) -> None:
+        """No speech in the buffer: nothing to transcribe; keep only its last moment."""
+        self._untranscribed_samples = 0
+        self._cut_at(self.buffer_end - SILENCE_KEEP_SEC)
+
+    def _commit_utterance(self) -> TextSpan | None:
+        """A pause: transcribe the utterance once more and commit all of it."""
+        self.hypothesis.insert(self._words(self._transcribe()))
+        committed = self.hypothesis.commit_all(self.hypothesis.new)
+        self.hypothesis.buffer = []
+        self.committed.extend(committed)
+        speech_end = self._speech_end()
+        cut = max(self.hypothesis.last_committed_time, speech_end or self.buffer_time_offset)
+        self._cut_at(min(cut, self.buffer_end))
+        return span_of(committed, self.asr.sep)
 
     def _prompt(self) -> str:
         """Committed text that has left the buffer, as context for the model."""
@@ -255,6 +344,11 @@ class OnlineASRProcessor:
                 self._cut_at_sentence()
             else:
                 self._cut_at_segment(result)
+            if self.speech is not None and self.buffer_duration > opts.buffer_trimming_sec:
+                # Whisper gave one long segment (or no sentence ended): cut after the
+                # last committed word instead of letting the buffer grow to the cap,
+                # where passes get slow and the model starts to invent text.
+                self._cut_between_words()
         if self.buffer_duration > opts.max_buffer_sec:
             return self._force_cut()
         return []
@@ -275,6 +369,25 @@ class OnlineASRProcessor:
         ends = [w.end for w in words if _SENTENCE_END.search(w.word.strip())]
         if len(ends) >= 2:
             self._cut_at(ends[-2])
+
+    def _cut_between_words(self) -> None:
+        """Cut in the widest gap after a committed word (the likeliest pause).
+
+        Word times are approximate; cutting right at a word's end can leave its
+        last sound in the buffer, where the model hears a new word ("others
+        asked" → "other masked").
+        """
+        committed = self.hypothesis.committed_in_buffer
+        following = [*committed[1:], *self.hypothesis.buffer[:1]]
+        best: tuple[float, float] | None = None  # (gap, cut time)
+        for word, after in zip(committed, following, strict=False):
+            gap = max(0.0, after.start - word.end)
+            if best is None or gap >= best[0]:
+                best = (gap, word.end + gap / 2)
+        if best is None and committed:
+            best = (0.0, committed[-1].end)
+        if best is not None:
+            self._cut_at(best[1])
 
     def _force_cut(self) -> list[TimedWord]:
         """The hard cap: keep at most `FORCED_CUT_KEEP_SEC` of unconfirmed audio."""
@@ -300,3 +413,5 @@ class OnlineASRProcessor:
         cut_samples = round((time - self.buffer_time_offset) * ENGINE_SAMPLE_RATE)
         self.audio_buffer = self.audio_buffer[cut_samples:]
         self.buffer_time_offset = time
+        if self.speech is not None:
+            self.speech.forget_before(time)

@@ -1,0 +1,119 @@
+"""Voice activity for the streaming engine: where speech is in the stream, frame by frame.
+
+`SpeechTimeline` is pure: it takes audio, asks a `FrameScorer` for the speech
+probability of each 32 ms frame, and answers the questions `OnlineASRProcessor`
+asks: is there speech between two times, when did the last speech end, has the
+speaker paused. `SileroScorer` is the real scorer: the Silero VAD model that
+faster-whisper ships as ONNX (``faster_whisper/assets``; nothing is downloaded),
+run incrementally with its recurrent state carried from call to call, so each
+sample is scored once (about 2 ms per second of audio on one core).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from app.asr.base import Audio
+from app.settings import ENGINE_SAMPLE_RATE
+
+FRAME_SAMPLES = 512
+FRAME_SEC = FRAME_SAMPLES / ENGINE_SAMPLE_RATE
+CONTEXT_SAMPLES = 64  # Silero v5+ looks at the last 64 samples of the previous frame
+
+# Silero's recommended hysteresis: speech starts at THRESHOLD and goes on while
+# the probability stays above NEG_THRESHOLD.
+THRESHOLD = 0.5
+NEG_THRESHOLD = 0.35
+
+
+class FrameScorer(Protocol):
+    """Speech probabilities of consecutive frames of one stream (stateful)."""
+
+    def __call__(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``frames``: shape (n, FRAME_SAMPLES); returns n probabilities in [0, 1]."""
+        ...
+
+
+class SileroScorer:
+    """Silero VAD over one stream; the ONNX session is shared, the state is per stream."""
+
+    def __init__(self) -> None:
+        from faster_whisper.vad import get_vad_model  # cached: loaded once per process
+
+        self._session: Any = get_vad_model().session
+        self._h = np.zeros((1, 1, 128), dtype=np.float32)
+        self._c = np.zeros((1, 1, 128), dtype=np.float32)
+        self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
+
+    def __call__(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        if not len(frames):
+            return np.zeros(0, dtype=np.float32)
+        previous = np.concatenate([self._context[None, :], frames[:-1, -CONTEXT_SAMPLES:]])
+        batch = np.concatenate([previous, frames], axis=1)
+        out, self._h, self._c = self._session.run(
+            None, {"input": batch, "h": self._h, "c": self._c}
+        )
+        self._context = frames[-1, -CONTEXT_SAMPLES:].copy()
+        return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+class SpeechTimeline:
+    """Which frames of the stream are speech, from ``offset`` on (stream seconds)."""
+
+    def __init__(self, scorer: FrameScorer, offset: float = 0.0) -> None:
+        self.scorer = scorer
+        self.origin = offset  # stream time of frame 0 of `self.speech`
+        self.speech = np.zeros(0, dtype=bool)
+        self._pending = np.zeros(0, dtype=np.float32)
+        self._in_speech = False
+
+    @property
+    def end(self) -> float:
+        """Stream time up to which frames have been scored."""
+        return self.origin + len(self.speech) * FRAME_SEC
+
+    def accept(self, audio: Audio) -> None:
+        """Score the whole frames of ``audio`` (a remainder waits for the next call)."""
+        samples = np.concatenate([self._pending, audio.astype(np.float32, copy=False)])
+        whole = len(samples) // FRAME_SAMPLES * FRAME_SAMPLES
+        self._pending = samples[whole:]
+        if not whole:
+            return
+        probs = self.scorer(samples[:whole].reshape(-1, FRAME_SAMPLES))
+        labels = np.empty(len(probs), dtype=bool)
+        in_speech = self._in_speech
+        for i, p in enumerate(probs):
+            in_speech = p >= THRESHOLD or (in_speech and p >= NEG_THRESHOLD)
+            labels[i] = in_speech
+        self._in_speech = in_speech
+        self.speech = np.concatenate([self.speech, labels])
+
+    def _frame(self, time: float, rounding: Any = math.floor) -> int:
+        """The frame holding ``time`` (`math.ceil`: the first frame after it)."""
+        index = int(rounding((time - self.origin) / FRAME_SEC + 1e-9))
+        return min(max(index, 0), len(self.speech))
+
+    def has_speech(self, start: float, end: float) -> bool:
+        """Any speech frame overlapping ``[start, end)``."""
+        return bool(self.speech[self._frame(start) : self._frame(end, math.ceil)].any())
+
+    def last_speech_end(self) -> float | None:
+        """When the last speech frame ends, or None if nothing scored is speech."""
+        hits = np.flatnonzero(self.speech)
+        return None if not len(hits) else self.origin + (hits[-1] + 1) * FRAME_SEC
+
+    def trailing_silence(self) -> float:
+        """Seconds of non-speech at the end of what has been scored."""
+        last = self.last_speech_end()
+        return self.end - (self.origin if last is None else last)
+
+    def forget_before(self, time: float) -> None:
+        """Drop frames before ``time`` (the engine will not look there again)."""
+        cut = self._frame(time)
+        if cut:
+            self.speech = self.speech[cut:]
+            self.origin += cut * FRAME_SEC

@@ -1,0 +1,110 @@
+"""Replay a clip through the streaming algorithm as fast as the CPU allows (no server, no clock).
+
+    python -m bench.replay                                  # every test_audio clip, 1 s steps
+    python -m bench.replay --step 0.5 --short-window test_audio/en_16k.wav
+
+For each clip: WER of the committed text (what a client gets as finals) next to
+the same model's offline WER, the number of passes, and the engine seconds spent
+per second of audio (its real-time factor: 0.5 means one core streams two clips).
+Deterministic, so accuracy changes to the engine or to `OnlineASRProcessor` can
+be compared run against run; `bench.benchmark` gives the timing figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from app.asr.base import EngineRequest
+from app.asr.faster_whisper_loader import FasterWhisperLoader
+from app.settings import ENGINE_SAMPLE_RATE, Settings
+from bench.server import ROOT
+from bench.stream_latency import word_error_rate
+from clients.asr_client import read_wav
+
+ENGLISH = EngineRequest(
+    backend="faster-whisper", model="", language="en", language_code="en-US"
+)
+CLIPS = ("en_16k.wav", "en_48k.wav", "en_long_16k.wav")
+
+
+def engine_audio(path: Path) -> np.ndarray:
+    """The clip as the engine gets it: 16 kHz float32 (soxr, as the server resamples)."""
+    import soxr
+
+    pcm, rate = read_wav(path)
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    if rate != ENGINE_SAMPLE_RATE:
+        samples = soxr.resample(samples, rate, ENGINE_SAMPLE_RATE).astype(np.float32)
+    return samples
+
+
+def replay(loader: FasterWhisperLoader, audio: np.ndarray, step: float) -> dict[str, Any]:
+    request = ENGLISH
+    processor, _ = loader.load(request)
+    hop = int(step * ENGINE_SAMPLE_RATE)
+    texts: list[str] = []
+    busy, passes = 0.0, 0
+    for at in range(0, len(audio), hop):
+        processor.insert_audio_chunk(audio[at : at + hop])
+        started = time.perf_counter()
+        span = processor.process_iter()
+        busy += time.perf_counter() - started
+        passes += 1
+        if span is not None:
+            texts.append(span.text)
+    started = time.perf_counter()
+    span = processor.finish()
+    busy += time.perf_counter() - started
+    if span is not None:
+        texts.append(span.text)
+    return {
+        "text": "".join(texts).strip(),
+        "passes": passes,
+        "rtf": round(busy / (len(audio) / ENGINE_SAMPLE_RATE), 3),
+    }
+
+
+def offline(loader: FasterWhisperLoader, audio: np.ndarray) -> str:
+    request = ENGLISH
+    asr = loader.asr(request)
+    asr.short_window = False
+    return str(asr.transcribe(audio)["text"]).strip()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("clips", nargs="*", type=Path)
+    parser.add_argument("--step", type=float, default=1.0, help="seconds of audio per pass")
+    parser.add_argument("--short-window", action="store_true")
+    parser.add_argument("--show", action="store_true", help="print the texts")
+    args = parser.parse_args(argv)
+    settings = Settings(whisper_short_window=args.short_window)
+    loader = FasterWhisperLoader(settings)
+    rows = []
+    for path in args.clips or [ROOT / "test_audio" / name for name in CLIPS]:
+        audio = engine_audio(path)
+        reference = path.with_suffix(".txt").read_text()
+        streamed = replay(loader, audio, args.step)
+        whole = offline(loader, audio)
+        row = {
+            "clip": path.name,
+            "wer_streamed": round(word_error_rate(reference, streamed["text"]), 4),
+            "wer_offline": round(word_error_rate(reference, whole), 4),
+            "passes": streamed["passes"],
+            "rtf": streamed["rtf"],
+        }
+        if args.show:
+            row |= {"streamed": streamed["text"], "offline": whole}
+        rows.append(row)
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

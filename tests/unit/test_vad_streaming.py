@@ -1,0 +1,193 @@
+"""Voice activity: `SpeechTimeline` and how `OnlineASRProcessor` uses it (scripted model).
+
+Speech here is audio whose frames are loud: `LoudScorer` calls a frame speech
+when its peak passes 0.05, so a test lays out speech and silence by seconds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import pytest
+
+from app.asr.online import END_PAD_SEC, OnlineASRProcessor, ProcessorOptions
+from app.asr.vad import FRAME_SAMPLES, FRAME_SEC, SileroScorer, SpeechTimeline
+from tests.unit.scripted import SR, ScriptedASR, Word, regular_words, visible
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class LoudScorer:
+    def __init__(self) -> None:
+        self.frames_scored = 0
+
+    def __call__(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        self.frames_scored += len(frames)
+        return (np.abs(frames).max(axis=1) > 0.05).astype(np.float32)
+
+
+def speech(seconds: float) -> npt.NDArray[np.float32]:
+    return np.full(round(seconds * SR), 0.2, dtype=np.float32)
+
+
+def silence(seconds: float) -> npt.NDArray[np.float32]:
+    return np.zeros(round(seconds * SR), dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- timeline
+
+
+def test_timeline_scores_whole_frames_and_carries_the_rest() -> None:
+    scorer = LoudScorer()
+    timeline = SpeechTimeline(scorer)
+    timeline.accept(speech(0.01))  # under a frame: nothing scored yet
+    assert scorer.frames_scored == 0 and timeline.end == 0.0
+    timeline.accept(speech(1.0) [: FRAME_SAMPLES * 10])
+    assert scorer.frames_scored == 10
+    assert timeline.end == pytest.approx(10 * FRAME_SEC)
+
+
+def test_timeline_answers_where_speech_is() -> None:
+    timeline = SpeechTimeline(LoudScorer(), offset=5.0)
+    timeline.accept(np.concatenate([silence(1.024), speech(1.024), silence(0.512)]))
+    assert not timeline.has_speech(5.0, 6.0)
+    assert timeline.has_speech(6.0, 6.1)
+    assert timeline.last_speech_end() == pytest.approx(7.048)
+    assert timeline.trailing_silence() == pytest.approx(0.512)
+    timeline.forget_before(6.5)
+    assert timeline.origin == pytest.approx(6.472) and timeline.has_speech(6.5, 7.0)
+    assert timeline.last_speech_end() == pytest.approx(7.048)
+
+
+def test_timeline_hysteresis_keeps_speech_through_a_dip() -> None:
+    probs = iter([np.array([0.9, 0.4, 0.4, 0.2, 0.4], dtype=np.float32)])
+    timeline = SpeechTimeline(lambda frames: next(probs))
+    timeline.accept(silence(5 * FRAME_SEC))
+    # 0.4 continues speech (above 0.35) but does not start it again after 0.2.
+    assert timeline.speech.tolist() == [True, True, True, False, False]
+
+
+def test_silero_incremental_equals_one_call_and_finds_the_speech() -> None:
+    from clients.asr_client import read_wav
+
+    pcm, rate = read_wav(ROOT / "test_audio" / "en_16k.wav")
+    assert rate == SR
+    audio = np.frombuffer(pcm, dtype="<i2").astype(np.float32)[: 5 * SR] / 32768
+    whole = SileroScorer()(audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES].reshape(-1, 512))
+    scorer = SileroScorer()
+    seen: list[npt.NDArray[np.float32]] = []
+
+    def recording(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        seen.append(scorer(frames))
+        return seen[-1]
+
+    timeline = SpeechTimeline(recording)
+    for at in range(0, len(audio), 3_000):  # frames straddle the chunks
+        timeline.accept(audio[at : at + 3_000])
+    np.testing.assert_allclose(np.concatenate(seen), whole, atol=1e-5)
+    assert not timeline.has_speech(0.0, 0.4)  # the clip opens with 0.5 s of silence
+    assert timeline.has_speech(0.6, 2.0)
+
+
+# --------------------------------------------------------------------------- processor
+
+
+def vad_processor(
+    script: Sequence[Word], options: ProcessorOptions | None = None
+) -> tuple[OnlineASRProcessor, ScriptedASR]:
+    asr = ScriptedASR(lambda call: visible(script, call))
+    processor = OnlineASRProcessor(asr, options, SpeechTimeline(LoudScorer()))
+    asr.offset = lambda: processor.buffer_time_offset
+    return processor, asr
+
+
+def run(processor: OnlineASRProcessor, chunks: Sequence[npt.NDArray[np.float32]]) -> str:
+    text = ""
+    for chunk in chunks:
+        processor.insert_audio_chunk(chunk)
+        span = processor.process_iter()
+        text += span.text if span else ""
+    span = processor.finish()
+    return text + (span.text if span else "")
+
+
+def test_silence_is_never_transcribed_and_the_buffer_stays_short() -> None:
+    processor, asr = vad_processor(regular_words(100))  # a model that would hear words
+    for _ in range(60):
+        processor.insert_audio_chunk(silence(1.0))
+        assert processor.process_iter() is None
+        assert processor.buffer_duration <= 1.0 + 1e-6
+    assert processor.finish() is None
+    assert asr.calls == []
+
+
+def test_a_pause_commits_the_utterance_in_one_pass() -> None:
+    script = regular_words(4, first=0.5)  # w0..w3 inside [0.5, 2.5]
+    processor, asr = vad_processor(script)
+    processor.insert_audio_chunk(np.concatenate([silence(0.5), speech(2.0)]))
+    assert processor.process_iter() is None  # one hypothesis: nothing agreed yet
+    processor.insert_audio_chunk(silence(0.7))  # the speaker pauses
+    span = processor.process_iter()
+    assert span is not None and span.text == " w0 w1 w2 w3"  # no second agreeing pass needed
+    assert len(asr.calls) == 2
+    # The model heard the utterance and END_PAD_SEC of its silence, not the whole pause.
+    assert asr.calls[1].end == pytest.approx(2.5 + END_PAD_SEC, abs=FRAME_SEC)
+    assert processor.buffer_time_offset >= 2.5 - FRAME_SEC
+    processor.insert_audio_chunk(silence(1.0))
+    assert processor.process_iter() is None and len(asr.calls) == 2
+
+
+def test_words_after_the_speech_are_dropped() -> None:
+    # The "model" invents a word in the silence after the speech ends at 2.0 s.
+    script = [*regular_words(3, first=0.5), Word(2.3, 2.6, " Thank"), Word(2.6, 2.9, " you.")]
+    processor, _ = vad_processor(script)
+    text = run(processor, [np.concatenate([silence(0.5), speech(1.5)]), silence(1.5)])
+    assert text == " w0 w1 w2"
+
+
+def test_speech_to_the_end_is_committed_by_finish() -> None:
+    script = regular_words(6, first=0.5)
+    processor, _ = vad_processor(script)
+    text = run(processor, [np.concatenate([silence(0.5), speech(1.0)]), speech(2.0)])
+    assert text == " w0 w1 w2 w3 w4 w5"
+
+
+def test_one_long_segment_is_cut_between_committed_words() -> None:
+    # 40 s of speech without a pause, one segment: the buffer must still stay short.
+    script = regular_words(80, per_segment=None)
+    options = ProcessorOptions(buffer_trimming_sec=10.0, max_buffer_sec=25.0)
+    processor, _ = vad_processor(script, options)
+    longest = 0.0
+    text = ""
+    for _ in range(40):
+        processor.insert_audio_chunk(speech(1.0))
+        span = processor.process_iter()
+        text += span.text if span else ""
+        longest = max(longest, processor.buffer_duration)
+    assert longest <= 11.0 + 1e-6
+    span = processor.finish()
+    text += span.text if span else ""
+    assert text == "".join(f" w{k}" for k in range(80))
+
+
+def test_the_next_utterance_is_transcribed_without_the_committed_one() -> None:
+    script = [
+        Word(0.55, 0.95, " a"),
+        Word(1.05, 1.45, " b"),
+        Word(3.05, 3.45, " c"),
+        Word(3.55, 3.95, " d"),
+    ]
+    processor, asr = vad_processor(script)
+    chunks = [
+        np.concatenate([silence(0.5), speech(1.0)]),
+        silence(1.0),
+        np.concatenate([silence(0.5), speech(1.0)]),
+        silence(1.0),
+    ]
+    assert run(processor, chunks) == " a b c d"
+    later = [c for c in asr.calls if c.end > 3.0]
+    assert later and all(c.offset >= 1.5 - FRAME_SEC for c in later)
+    assert all(c.prompt == "a b" for c in later)  # the first utterance is the prompt
