@@ -52,3 +52,35 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class SessionFigures:
+    """One session's own lag and real-time factor, for its closing log line.
+
+    The recognition thread adds passes, the event loop adds lags; each field has
+    one writer, so no lock is needed.
+    """
+
+    def __init__(self) -> None:
+        self.audio_sec = 0.0
+        self.engine_sec = 0.0
+        self.finals = 0
+        self.lag_sum = 0.0
+        self.lag_max = 0.0
+
+    def add_pass(self, audio_sec: float, spent_sec: float) -> None:
+        self.audio_sec += audio_sec
+        self.engine_sec += spent_sec
+
+    def add_lag(self, lag: float) -> None:
+        self.finals += 1
+        self.lag_sum += lag
+        self.lag_max = max(self.lag_max, lag)
+
+    def summary(self) -> str:
+        rtf = self.engine_sec / self.audio_sec if self.audio_sec else 0.0
+        mean = self.lag_sum / self.finals if self.finals else 0.0
+        return (
+            f"audio {self.audio_sec:.1f} s, engine real-time factor {rtf:.2f}, "
+            f"{self.finals} finals, lag mean {mean:.2f} s max {self.lag_max:.2f} s"
+        )

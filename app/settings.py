@@ -35,7 +35,11 @@ class Settings(BaseSettings):
     # "tiny.en", "base" or the path of a CTranslate2 Whisper model folder.
     model_cache_dir: Path = Path.home() / ".cache" / "asr-stream" / "models"
     whisper_compute_type: str = "int8"
-    whisper_cpu_threads: int = Field(default=0, ge=0)
+    # Threads per model call, and model calls that run at once (0: one per CPU core).
+    # Sessions share the model: 1 thread x one worker per core beat 4 threads x 1
+    # worker by 1.6x in throughput on 2 cores (see bench/results/README.md).
+    whisper_cpu_threads: int = Field(default=1, ge=0)
+    whisper_num_workers: int = Field(default=0, ge=0)
     whisper_beam_size: int = Field(default=1, ge=1, le=10)
     whisper_vad_filter: bool = True
     whisper_short_window: bool = True

@@ -46,7 +46,7 @@ from app.messages import (
     parse_config,
     parse_control,
 )
-from app.metrics import Metrics
+from app.metrics import Metrics, SessionFigures
 from app.plan import SessionDefaults, SessionPlan, plan_session
 from app.session import (
     CompleteEvent,
@@ -82,6 +82,7 @@ class Stream:
     behind: bool = False  # warned that the engine is behind
     # (seconds of input audio so far, when that audio arrived): for the lag of finals.
     arrivals: deque[tuple[float, float]] = field(default_factory=deque)
+    figures: SessionFigures = field(default_factory=SessionFigures)  # for the closing log line
 
     def arrival_of(self, stream_time: float) -> float | None:
         """When the audio at ``stream_time`` reached the server (finals come in order)."""
@@ -165,13 +166,14 @@ class StreamEndpoint:
         session_id = uuid.uuid4().hex[:12]
         session: StreamingSession | None = None
         outcome = "error"
+        figures = SessionFigures()
         self._opening += 1
         try:
             await websocket.accept(subprotocol=creds.subprotocol)
             self._check_capacity()
             config = parse_config(await self._receive_config(websocket))
             plan = plan_session(config, self.settings, self.registry, self.defaults)
-            session, info = await self._open_session(session_id, plan)
+            session, info = await self._open_session(session_id, plan, figures)
             self._opening -= 1
             await _send(
                 websocket,
@@ -192,7 +194,8 @@ class StreamEndpoint:
                 plan.language_code,
                 plan.sample_rate_hertz,
             )
-            stream = Stream(session, plan, PcmDecoder(plan.sample_rate_hertz, session.sample_rate))
+            decoder = PcmDecoder(plan.sample_rate_hertz, session.sample_rate)
+            stream = Stream(session, plan, decoder, figures=figures)
             self.streams[session_id] = stream
             self._no_streams.clear()
             outcome = await self._stream(websocket, stream)
@@ -218,7 +221,9 @@ class StreamEndpoint:
                 self.metrics.active_sessions.dec()
                 self.metrics.sessions.labels(outcome).inc()
                 await session.close(self.settings.session_close_timeout_sec)
-            logger.info("[%s] closed (%s)", session_id, outcome)
+                logger.info("[%s] closed (%s): %s", session_id, outcome, figures.summary())
+            if session is None:
+                logger.info("[%s] closed (%s)", session_id, outcome)
 
     def _check_capacity(self) -> None:
         if self.draining:
@@ -251,7 +256,7 @@ class StreamEndpoint:
         return str(message["text"])
 
     async def _open_session(
-        self, session_id: str, plan: SessionPlan
+        self, session_id: str, plan: SessionPlan, figures: SessionFigures
     ) -> tuple[StreamingSession, EngineInfo]:
         loader = self.registry.get_loader(plan.request.backend)
         recognizer: Recognizer
@@ -261,8 +266,12 @@ class StreamEndpoint:
             )
         else:
             processor, info = await asyncio.to_thread(loader.load, plan.request)
+            def observe(audio_sec: float, spent_sec: float) -> None:
+                self._observe_pass(audio_sec, spent_sec)
+                figures.add_pass(audio_sec, spent_sec)
+
             recognizer = ProcessorRecognizer(
-                processor, info, interim=plan.interim_results, observer=self._observe_pass
+                processor, info, interim=plan.interim_results, observer=observe
             )
         session = StreamingSession(
             session_id,
@@ -444,7 +453,9 @@ class StreamEndpoint:
                 if event.is_final:
                     arrived = stream.arrival_of(event.span.end)
                     if arrived is not None:
-                        self.metrics.final_lag.observe(time.monotonic() - arrived)
+                        lag = time.monotonic() - arrived
+                        self.metrics.final_lag.observe(lag)
+                        stream.figures.add_lag(lag)
                 await _send(websocket, message.to_json(), timeout)
             elif isinstance(event, ErrorEvent):
                 if event.error.fatal:

@@ -89,6 +89,7 @@ class FasterWhisperASR:
         task: str = "transcribe",
         compute_type: str = "int8",
         cpu_threads: int = 0,
+        num_workers: int = 1,
         beam_size: int = 1,
         vad_filter: bool = True,
         short_window: bool = False,
@@ -102,6 +103,7 @@ class FasterWhisperASR:
         self.vad_filter = vad_filter
         self.compute_type = compute_type
         self.cpu_threads = cpu_threads
+        self.num_workers = num_workers
         self.model = (
             model
             if model is not None
@@ -130,6 +132,7 @@ class FasterWhisperASR:
             device="cpu",
             compute_type=self.compute_type,
             cpu_threads=self.cpu_threads,
+            num_workers=self.num_workers,
             local_files_only=True,
         )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -89,6 +90,7 @@ class FasterWhisperLoader:
                     model_dir=model_dir,
                     compute_type=self._settings.whisper_compute_type,
                     cpu_threads=self._settings.whisper_cpu_threads,
+                    num_workers=self._settings.whisper_num_workers or len(os.sched_getaffinity(0)),
                 ).model
                 self._warm_up(model)
                 elapsed = time.perf_counter() - started

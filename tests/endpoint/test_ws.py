@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 import threading
 import time
 from typing import Any
@@ -99,6 +101,24 @@ def test_stop_finalises_then_complete_then_1000(client: TestClient, loader: Coun
     first = finals[0]
     assert set(first) == {"type", "text", "is_final", "confidence", "start", "end"}
     assert first["start"] == 0.0 and first["end"] in (0.5, 1.5) and first["confidence"] == 0.9
+
+
+def test_each_session_logs_its_lag_and_real_time_factor(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="app.ws")
+    with client.websocket_connect(URL) as ws:
+        session_id = start(ws)["session_id"]
+        send_audio(ws, 2.5)
+        ws.send_text('{"type": "stop"}')
+        drain(ws)
+    assert wait_for(lambda: any("closed (completed)" in r.message for r in caplog.records))
+    line = next(r.message for r in caplog.records if "closed (completed)" in r.message)
+    match = re.search(
+        r"audio ([\d.]+) s, engine real-time factor ([\d.]+), (\d+) finals, lag mean", line
+    )
+    assert line.startswith(f"[{session_id}]") and match, line
+    assert float(match.group(1)) == pytest.approx(2.5) and int(match.group(3)) == 3
 
 
 def test_interim_results_arrive_and_can_be_turned_off(client: TestClient) -> None:
