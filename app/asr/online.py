@@ -49,7 +49,7 @@ from typing import Literal
 import numpy as np
 
 from app.asr.base import ASRBase, Audio, RawWord, TextSpan, TimedWord, TranscribeResult
-from app.asr.vad import SpeechTimeline
+from app.asr.vad import FRAME_SEC, SpeechTimeline
 from app.settings import ENGINE_SAMPLE_RATE
 
 # A new hypothesis's words may start this much before the last committed word
@@ -249,7 +249,10 @@ class OnlineASRProcessor:
         flushes a stream that continues.
         """
         if self.speech is not None:
-            if self._has_speech():
+            # Only audio the last pass did not hear, and only if it holds speech,
+            # needs another pass: a client usually stops after a moment of silence.
+            unheard_from = self.buffer_end - self._untranscribed_samples / ENGINE_SAMPLE_RATE
+            if self.speech.has_speech(unheard_from + FRAME_SEC, self.buffer_end + FRAME_SEC):
                 self.hypothesis.insert(self._words(self._transcribe()))
                 tail = self.hypothesis.new
             else:

@@ -191,3 +191,23 @@ def test_the_next_utterance_is_transcribed_without_the_committed_one() -> None:
     later = [c for c in asr.calls if c.end > 3.0]
     assert later and all(c.offset >= 1.5 - FRAME_SEC for c in later)
     assert all(c.prompt == "a b" for c in later)  # the first utterance is the prompt
+
+
+def test_stop_after_silence_needs_no_extra_pass() -> None:
+    processor, asr = vad_processor(regular_words(4, first=0.5))
+    processor.insert_audio_chunk(np.concatenate([silence(0.5), speech(2.0)]))
+    assert processor.process_iter() is None  # heard w0..w3, not yet agreed
+    processor.insert_audio_chunk(silence(0.3))  # shorter than a pause; then the client stops
+    span = processor.finish()
+    assert span is not None and span.text == " w0 w1 w2 w3"
+    assert len(asr.calls) == 1  # the silence after the last pass was not transcribed
+
+
+def test_stop_right_after_new_speech_transcribes_it() -> None:
+    processor, asr = vad_processor(regular_words(6, first=0.5))
+    processor.insert_audio_chunk(np.concatenate([silence(0.5), speech(2.0)]))
+    processor.process_iter()
+    processor.insert_audio_chunk(speech(1.0))  # w4, w5: never heard by a pass
+    span = processor.finish()
+    assert span is not None and span.text == " w0 w1 w2 w3 w4 w5"
+    assert len(asr.calls) == 2
