@@ -61,6 +61,8 @@ SEAM_WINDOW_SEC = 1.0
 MAX_SEAM_NGRAM = 5
 # Characters of committed text given to the model as its prompt.
 PROMPT_CHARS = 200
+# Committed words kept for the prompt: the buffer's (≤ 30 s) and plenty before.
+HISTORY_WORDS = 400
 # When the hard cap forces a cut, this much audio before the buffer's end is
 # kept: words there are too fresh to commit without agreement.
 FORCED_CUT_KEEP_SEC = 5.0
@@ -336,6 +338,8 @@ class OnlineASRProcessor:
 
     def _prompt(self) -> str:
         """Committed text that has left the buffer, as context for the model."""
+        if len(self.committed) > 2 * HISTORY_WORDS:  # memory stays flat on endless streams
+            del self.committed[:-HISTORY_WORDS]
         before = [w for w in self.committed if w.end <= self.buffer_time_offset]
         return join_words(before, self.asr.sep).strip()[-PROMPT_CHARS:]
 

@@ -585,3 +585,18 @@ def test_finish_keeps_the_prompt_context_for_a_continuing_stream() -> None:
         processor.process_iter()
     processor.finish()
     assert processor._prompt().endswith("w5")
+
+
+def test_committed_history_stays_bounded_on_an_endless_stream() -> None:
+    from app.asr.online import HISTORY_WORDS
+
+    script = regular_words(3000, step=0.25, per_segment=8)
+    d = make_processor(script)
+    for _ in range(700):
+        d.step(1.0)
+    assert len(d.words) > 2000  # everything was delivered…
+    assert len(d.processor.committed) <= 2 * HISTORY_WORDS  # …but not kept forever
+    # The prompt still carries the words just before the buffer.
+    last = d.asr.calls[-1]
+    before = [w for w in script if w.end <= last.offset + EPS]
+    assert last.prompt.endswith(text_of(before[-3:]).strip())
