@@ -378,13 +378,21 @@ class OnlineASRProcessor:
             self._cut_at(ends[-2])
 
     def _cut_between_words(self) -> None:
-        """Cut in the widest gap after a committed word (the likeliest pause).
+        """Cut in the longest pause voice activity heard in the committed audio.
 
-        Word times are approximate; cutting right at a word's end can leave its
-        last sound in the buffer, where the model hears a new word ("others
-        asked" → "other masked").
+        Without one, in the widest gap after a committed word. Word times are
+        approximate; cutting right at a word's end can leave its last sound in
+        the buffer, where the model hears a new word ("others asked" → "other
+        masked", "computer. Honest" → "computer. ...onest").
         """
         committed = self.hypothesis.committed_in_buffer
+        if self.speech is not None and committed:
+            # Where voice activity heard a pause inside the committed audio: the
+            # longest one, cut in its middle.
+            pause = self.speech.longest_pause(self.buffer_time_offset, committed[-1].end)
+            if pause is not None:
+                self._cut_at((pause[0] + pause[1]) / 2)
+                return
         following = [*committed[1:], *self.hypothesis.buffer[:1]]
         best: tuple[float, float] | None = None  # (gap, cut time)
         for word, after in zip(committed, following, strict=False):

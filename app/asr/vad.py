@@ -111,6 +111,28 @@ class SpeechTimeline:
         last = self.last_speech_end()
         return self.end - (self.origin if last is None else last)
 
+    def longest_pause(self, start: float, end: float) -> tuple[float, float] | None:
+        """The longest run of non-speech frames between speech inside ``[start, end)``.
+
+        A run that touches ``start`` is not a pause the window holds (it may be the
+        rest of one the buffer was already cut in); None when there is no pause.
+        """
+        first, last = self._frame(start, math.ceil), self._frame(end)
+        best: tuple[int, int] | None = None
+        run_start: int | None = None
+        for i in range(first, last + 1):
+            silent = i < last and not self.speech[i]
+            if silent and run_start is None:
+                run_start = i
+            elif not silent and run_start is not None:
+                inside = run_start > first or (first > 0 and self.speech[first - 1])
+                if inside and (best is None or i - run_start > best[1] - best[0]):
+                    best = (run_start, i)
+                run_start = None
+        if best is None:
+            return None
+        return self.origin + best[0] * FRAME_SEC, self.origin + best[1] * FRAME_SEC
+
     def forget_before(self, time: float) -> None:
         """Drop frames before ``time`` (the engine will not look there again)."""
         cut = self._frame(time)

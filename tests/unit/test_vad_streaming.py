@@ -211,3 +211,32 @@ def test_stop_right_after_new_speech_transcribes_it() -> None:
     span = processor.finish()
     assert span is not None and span.text == " w0 w1 w2 w3 w4 w5"
     assert len(asr.calls) == 2
+
+
+def test_longest_pause_is_found_between_speech() -> None:
+    timeline = SpeechTimeline(LoudScorer())
+    timeline.accept(
+        np.concatenate([speech(1.024), silence(0.128), speech(1.024), silence(0.256), speech(0.512)])
+    )
+    pause = timeline.longest_pause(0.0, 2.9)
+    assert pause == (pytest.approx(2.176), pytest.approx(2.432))
+    assert timeline.longest_pause(0.0, 1.0) is None
+    assert timeline.longest_pause(1.1, 2.9) == (pytest.approx(2.176), pytest.approx(2.432))
+
+
+def test_a_long_utterance_is_cut_in_a_pause_voice_activity_heard() -> None:
+    # Continuous speech with short (0.256 s) breaths every 4 s, under VAD_PAUSE_SEC.
+    script = regular_words(60, step=0.5)
+    processor, _ = vad_processor(script, ProcessorOptions(buffer_trimming_sec=6.0))
+    cuts: list[float] = []
+    longest = 0.0
+    for k in range(30):
+        chunk = speech(1.0) if k % 4 != 3 else np.concatenate([speech(0.744), silence(0.256)])
+        processor.insert_audio_chunk(chunk)
+        processor.process_iter()
+        longest = max(longest, processor.buffer_duration)
+        if processor.buffer_time_offset not in cuts and processor.buffer_time_offset > 0:
+            cuts.append(processor.buffer_time_offset)
+    assert cuts and longest <= 7.0 + 1e-6
+    # Every cut lies inside a pause: [k*4 + 3.744, k*4 + 4.0).
+    assert all(3.744 - 1e-6 <= cut % 4.0 < 4.0 for cut in cuts), cuts
