@@ -24,9 +24,9 @@ Changes from the original, each for a failure it showed:
 * With a `SpeechTimeline` (voice activity), three more rules:
   - a buffer with no speech in it is not transcribed at all (silence costs
     nothing and yields nothing), and only its last moment is kept;
-  - trailing silence is cut from what the model hears (Whisper invents
-    "Thank you." in it), and words that start after the speech ended are
-    dropped;
+  - at the end of an utterance (a pause, or the end of the stream), trailing
+    silence is cut from what the model hears (Whisper invents "Thank you."
+    in it), and words that start after the speech ended are dropped;
   - when the speaker pauses (``pause_sec`` of silence), the utterance is
     transcribed once more and committed whole, without waiting for two
     passes to agree, and the buffer restarts after it. Finals come at the
@@ -41,6 +41,7 @@ Pure: numpy arrays in, `TextSpan` out; no threads, clocks, sockets or logging.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -255,7 +256,8 @@ class OnlineASRProcessor:
             # needs another pass: a client usually stops after a moment of silence.
             unheard_from = self.buffer_end - self._untranscribed_samples / ENGINE_SAMPLE_RATE
             if self.speech.has_speech(unheard_from + FRAME_SEC, self.buffer_end + FRAME_SEC):
-                self.hypothesis.insert(self._words(self._transcribe()))
+                result = self._transcribe(at_end=True)
+                self.hypothesis.insert(self._words(result, at_end=True))
                 tail = self.hypothesis.new
             else:
                 tail = self.hypothesis.buffer
@@ -286,11 +288,17 @@ class OnlineASRProcessor:
 
     # -- internals ---------------------------------------------------------------
 
-    def _transcribe(self) -> TranscribeResult:
-        """One model pass over the buffer, without its trailing silence."""
+    def _transcribe(self, *, at_end: bool = False) -> TranscribeResult:
+        """One model pass over the buffer; ``at_end``: without its trailing silence.
+
+        Only at the end of an utterance (a pause, or the end of the stream) is
+        the silence after the speech certain; mid-stream, voice activity may
+        not have flagged a word that is just starting, and cutting it off lost
+        words in the browser test.
+        """
         self._untranscribed_samples = 0
         audio = self.audio_buffer
-        speech_end = self._speech_end()
+        speech_end = self._speech_end() if at_end else None
         if speech_end is not None:
             heard = round((speech_end + END_PAD_SEC - self.buffer_time_offset) * ENGINE_SAMPLE_RATE)
             audio = audio[: max(heard, 0)]
@@ -298,9 +306,9 @@ class OnlineASRProcessor:
             return {"text": "", "segments": [], "language": ""}
         return self.asr.transcribe(audio, init_prompt=self._prompt())
 
-    def _words(self, result: TranscribeResult) -> list[TimedWord]:
+    def _words(self, result: TranscribeResult, *, at_end: bool = False) -> list[TimedWord]:
         words = to_timed_words(self.asr.ts_words(result), self.buffer_time_offset)
-        speech_end = self._speech_end()
+        speech_end = self._speech_end() if at_end else None
         if speech_end is not None:  # a word that starts after the speech is invented
             words = [w for w in words if w.start < speech_end]
         return words
@@ -327,7 +335,8 @@ class OnlineASRProcessor:
 
     def _commit_utterance(self) -> TextSpan | None:
         """A pause: transcribe the utterance once more and commit all of it."""
-        self.hypothesis.insert(self._words(self._transcribe()))
+        result = self._transcribe(at_end=True)
+        self.hypothesis.insert(self._words(result, at_end=True))
         committed = self.hypothesis.commit_all(self.hypothesis.new)
         self.hypothesis.buffer = []
         self.committed.extend(committed)
@@ -393,9 +402,10 @@ class OnlineASRProcessor:
             if pause is not None:
                 self._cut_at((pause[0] + pause[1]) / 2)
                 return
-        following = [*committed[1:], *self.hypothesis.buffer[:1]]
+        # Only gaps between two committed words: the gap before the first unconfirmed
+        # word may hold speech that hypothesis skipped, and a cut there loses it.
         best: tuple[float, float] | None = None  # (gap, cut time)
-        for word, after in zip(committed, following, strict=False):
+        for word, after in itertools.pairwise(committed):
             gap = max(0.0, after.start - word.end)
             if best is None or gap >= best[0]:
                 best = (gap, word.end + gap / 2)

@@ -63,10 +63,10 @@ def test_timeline_answers_where_speech_is() -> None:
 
 
 def test_timeline_hysteresis_keeps_speech_through_a_dip() -> None:
-    probs = iter([np.array([0.9, 0.4, 0.4, 0.2, 0.4], dtype=np.float32)])
+    probs = iter([np.array([0.9, 0.25, 0.25, 0.1, 0.25], dtype=np.float32)])
     timeline = SpeechTimeline(lambda frames: next(probs))
     timeline.accept(silence(5 * FRAME_SEC))
-    # 0.4 continues speech (above 0.35) but does not start it again after 0.2.
+    # 0.25 continues speech (above NEG_THRESHOLD) but does not start it again after 0.1.
     assert timeline.speech.tolist() == [True, True, True, False, False]
 
 
