@@ -45,7 +45,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from multiprocessing.connection import Connection
@@ -54,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import websockets
 
-from bench.server import ROOT, free_port
+from bench.server import ROOT, free_port, wait_ready
 
 RATE = 16_000
 FRAME_MS = 100
@@ -136,17 +135,10 @@ def service(endpoint: str, folder: Path) -> Iterator[tuple[str, int]]:
             stderr=out,
         )
         try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"the service exited ({proc.returncode}); see {log}")
-                with (
-                    contextlib.suppress(OSError),
-                    urllib.request.urlopen(f"http://127.0.0.1:{port}/ready", timeout=1) as r,
-                ):
-                    if r.status == 200:
-                        break
-                time.sleep(0.2)
+            try:
+                wait_ready(port, proc)
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}; see {log}") from None
             yield f"ws://127.0.0.1:{port}/ws/asr-stream", proc.pid
         finally:
             proc.send_signal(signal.SIGTERM)

@@ -36,7 +36,7 @@ def running_server(
         [sys.executable, str(ROOT / "run.py")], cwd=ROOT, env=child_env, stdout=log, stderr=log
     )
     try:
-        _wait_ready(port, proc)
+        wait_ready(port, proc)
         url = f"ws://127.0.0.1:{port}/ws/asr-stream"
         PIDS[url] = proc.pid
         yield url
@@ -51,7 +51,8 @@ def running_server(
             log.close()  # type: ignore[union-attr]
 
 
-def _wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
+    """Poll ``/ready`` until it answers 200; raise if the process exits or time runs out."""
     deadline = time.monotonic() + READY_TIMEOUT_SEC
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -12,6 +12,7 @@ sample is scored once (about 2 ms per second of audio on one core).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -95,7 +96,7 @@ class SpeechTimeline:
         self._in_speech = in_speech
         self.speech = np.concatenate([self.speech, labels])
 
-    def _frame(self, time: float, rounding: Any = math.floor) -> int:
+    def _frame(self, time: float, rounding: Callable[[float], int] = math.floor) -> int:
         """The frame holding ``time`` (`math.ceil`: the first frame after it)."""
         index = int(rounding((time - self.origin) / FRAME_SEC + 1e-9))
         return min(max(index, 0), len(self.speech))

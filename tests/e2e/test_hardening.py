@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 import websockets
 
-from bench.server import PIDS, ROOT, _wait_ready, free_port, running_server
+from bench.server import PIDS, ROOT, free_port, running_server, wait_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -456,7 +456,7 @@ async def test_graceful_shutdown_flushes_sessions_in_flight(tmp_path: Path) -> N
         [sys.executable, str(ROOT / "run.py")], cwd=ROOT, env=env, stdout=log, stderr=log
     )
     try:
-        _wait_ready(port, proc)
+        wait_ready(port, proc)
         target = f"ws://127.0.0.1:{port}/ws/asr-stream"
         ws = await websockets.connect(target)
         await ws.send(json.dumps(CONFIG))

@@ -17,6 +17,7 @@ from starlette.testclient import WebSocketTestSession
 
 from app.settings import ENGINE_SAMPLE_RATE
 from tests.support.scripted import CountingLoader
+from tests.support.ws import drain
 
 URL = "/ws/asr-stream"
 CONFIG = {"sample_rate_hertz": 16000, "encoding": "LINEAR16"}
@@ -32,16 +33,6 @@ def send_audio(ws: WebSocketTestSession, seconds: float, rate: int = ENGINE_SAMP
     step = rate // 4 * 2
     for i in range(0, len(data), step):
         ws.send_bytes(data[i : i + step])
-
-
-def drain(ws: WebSocketTestSession) -> tuple[list[dict[str, Any]], int]:
-    """All messages up to the server's close, and the close code."""
-    messages = []
-    while True:
-        raw = ws.receive()
-        if raw["type"] == "websocket.close":
-            return messages, raw["code"]
-        messages.append(json.loads(raw["text"]))
 
 
 def start(ws: WebSocketTestSession, **config: Any) -> dict[str, Any]:

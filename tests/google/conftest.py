@@ -83,16 +83,6 @@ def send(ws: WebSocketTestSession, data: bytes, frame_bytes: int = 3200) -> None
         ws.send_bytes(data[i : i + frame_bytes])
 
 
-def drain(ws: WebSocketTestSession) -> tuple[list[dict[str, Any]], int]:
-    """Every message up to the server's close, and the close code."""
-    messages = []
-    while True:
-        raw = ws.receive()
-        if raw["type"] == "websocket.close":
-            return messages, raw["code"]
-        messages.append(json.loads(raw["text"]))
-
-
 def finals(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [m for m in messages if m["type"] == "transcript" and m["is_final"]]
 

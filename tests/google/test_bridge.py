@@ -27,7 +27,6 @@ from tests.google.conftest import (
     URL,
     ClientFactory,
     app_client,
-    drain,
     expected_words,
     finals,
     google_settings,
@@ -37,6 +36,7 @@ from tests.google.conftest import (
 )
 from tests.google.fake_speech import FakeSpeechServer, Fault, Script, StreamRecord, ramp
 from tests.support.scripted import CountingLoader
+from tests.support.ws import drain
 
 STOP = json.dumps({"type": "stop"})
 

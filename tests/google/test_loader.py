@@ -12,8 +12,9 @@ from app.asr.base import EngineRequest
 from app.asr.google.loader import EXTRA_HINT, GoogleLoader
 from app.errors import BackendUnavailable, ConfigError
 from app.settings import Settings
-from tests.google.conftest import URL, app_client, drain, google_settings, send
+from tests.google.conftest import URL, app_client, google_settings, send
 from tests.google.fake_speech import FakeSpeechServer, ramp
+from tests.support.ws import drain
 
 SECRET = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-not-a-real-key-SECRET"
 
