@@ -302,7 +302,10 @@ class StreamEndpoint:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
         if writer in done and writer.exception() is None:
-            # Whatever the reader saw after `complete` is moot.
+            # Whatever the reader saw after `complete` is moot (the client closing as
+            # `complete` arrives ends both at once): retrieve it so it is not logged.
+            if reader in done:
+                reader.exception()
             return stream.end_reason or "completed"
         for task in (writer, reader):
             if task in done:

@@ -33,6 +33,17 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(normalize(reference), normalize(hypothesis) or "<empty>"))
 
 
+def longest_dropped_run(reference: str, hypothesis: str) -> int:
+    """The most consecutive reference words the hypothesis lost (deleted, not misheard)."""
+    import jiwer
+
+    out = jiwer.process_words(normalize(reference), normalize(hypothesis) or "<empty>")
+    return max(
+        (c.ref_end_idx - c.ref_start_idx for c in out.alignments[0] if c.type == "delete"),
+        default=0,
+    )
+
+
 def summarize(path: Path, result: StreamResult) -> dict[str, Any]:
     assert result.audio_started_at is not None and result.stop_sent_at is not None
     started = result.audio_started_at

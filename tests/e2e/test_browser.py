@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from bench.stream_latency import word_error_rate
+from bench.stream_latency import longest_dropped_run, word_error_rate
 from tests.support.commands import AUDIO, ROOT
 
 pytestmark = pytest.mark.e2e
@@ -30,6 +30,8 @@ SCREENSHOT = ROOT / "artifacts" / "browser.png"
 # The page resamples in JavaScript (from the AudioContext's rate, e.g. 44.1 kHz)
 # and the fake device resamples the file first: allow a little more than files.
 MAX_WER = 0.35
+# tiny.en sometimes hears one word as none ("lazy dog" → "lazy-hard"); never more.
+MAX_DROPPED_RUN = 2
 INSECURE_HOST = "asr.test"  # resolves to 127.0.0.1 inside the browser only
 COMMON_ARGS = [
     "--no-sandbox",
@@ -140,7 +142,9 @@ def test_page_transcribes_the_microphone(server_url: str) -> None:
     reference = FAKE_MICROPHONE.with_suffix(".txt").read_text()
     wer = word_error_rate(reference, transcript)
     assert wer <= MAX_WER, f"WER {wer:.2f} at {context_rate} Hz: {transcript!r}"
-    assert "lazy dog" in transcript.lower()
+    # Nothing lost: a misheard word costs WER, but no run of words may go missing. (The
+    # transcript goes in the message whole: pytest's own repr cuts long strings with "...".)
+    assert longest_dropped_run(reference, transcript) <= MAX_DROPPED_RUN, transcript
     assert problems == []
 
 

@@ -61,8 +61,8 @@ async def test_two_files_stream_at_once_at_16k_and_48k(server_url: str) -> None:
     )
     check_stream(r16, "en_16k.wav")
     check_stream(r48, "en_48k.wav")
-    assert "lazy dog" in r16.transcript.lower()
-    assert "umbrella" in r48.transcript.lower()
+    assert "lazy dog" in r16.transcript.lower(), r16.transcript
+    assert "umbrella" in r48.transcript.lower(), r48.transcript
 
 
 async def test_refused_config_from_real_server(server_url: str) -> None:
