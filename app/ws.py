@@ -266,6 +266,7 @@ class StreamEndpoint:
             )
         else:
             processor, info = await asyncio.to_thread(loader.load, plan.request)
+
             def observe(audio_sec: float, spent_sec: float) -> None:
                 self._observe_pass(audio_sec, spent_sec)
                 figures.add_pass(audio_sec, spent_sec)

@@ -27,9 +27,7 @@ from bench.server import ROOT
 from bench.stream_latency import word_error_rate
 from clients.asr_client import read_wav
 
-ENGLISH = EngineRequest(
-    backend="faster-whisper", model="", language="en", language_code="en-US"
-)
+ENGLISH = EngineRequest(backend="faster-whisper", model="", language="en", language_code="en-US")
 CLIPS = ("en_16k.wav", "en_48k.wav", "en_long_16k.wav")
 
 

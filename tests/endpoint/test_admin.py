@@ -76,7 +76,8 @@ def test_load_model_base_becomes_the_default(client: TestClient) -> None:
 
 def test_load_model_applies_streaming_options(client: TestClient) -> None:
     body = client.post(
-        "/load_model", json={"model": "tiny.en", "min_chunk_size": 0.5, "buffer_trimming": "sentence"}
+        "/load_model",
+        json={"model": "tiny.en", "min_chunk_size": 0.5, "buffer_trimming": "sentence"},
     ).json()
     assert body["min_chunk_size"] == 0.5
 

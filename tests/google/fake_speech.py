@@ -198,9 +198,11 @@ class _Recognition:
     def _interim(self, names: list[str], end_sec: float) -> Any:
         response = ResponsePb()
         # Like Google: a stable head and an unstable last word.
-        parts = [(" ".join(names[:-1]), 0.9), (" " + names[-1], 0.1)] if len(names) > 1 else [
-            (names[0], 0.5)
-        ]
+        parts = (
+            [(" ".join(names[:-1]), 0.9), (" " + names[-1], 0.1)]
+            if len(names) > 1
+            else [(names[0], 0.5)]
+        )
         for text, stability in parts:
             result = response.results.add()
             result.alternatives.add().transcript = text
@@ -398,7 +400,9 @@ class FakeSpeechServer:
             )
         config = first.streaming_config.config
         if config.encoding != LINEAR16:
-            raise _Abort(grpc.StatusCode.INVALID_ARGUMENT, "Invalid recognition 'config': bad encoding.")
+            raise _Abort(
+                grpc.StatusCode.INVALID_ARGUMENT, "Invalid recognition 'config': bad encoding."
+            )
         if not 8000 <= config.sample_rate_hertz <= 48000:
             raise _Abort(
                 grpc.StatusCode.INVALID_ARGUMENT,

@@ -188,7 +188,9 @@ def test_config_goes_first_with_the_sessions_language_rate_and_options(
 
 
 @pytest.mark.parametrize("rate", [8_000, 48_000])
-def test_default_model_and_any_rate(connect: ClientFactory, fake: FakeSpeechServer, rate: int) -> None:
+def test_default_model_and_any_rate(
+    connect: ClientFactory, fake: FakeSpeechServer, rate: int
+) -> None:
     with connect() as client, client.websocket_connect(URL) as ws:
         meta = start(ws, sample_rate_hertz=rate)  # model left out: GOOGLE_MODEL
         send(ws, ramp(1.0, rate), frame_bytes=rate // 5)

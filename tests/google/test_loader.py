@@ -21,7 +21,11 @@ SECRET = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC-not-a-real-key-SECRET"
 
 def request(model: str = "", task: str = "transcribe") -> EngineRequest:
     return EngineRequest(
-        backend="google", model=model, language=None, language_code="ar-EG", task=task  # type: ignore[arg-type]
+        backend="google",
+        model=model,
+        language=None,
+        language_code="ar-EG",
+        task=task,  # type: ignore[arg-type]
     )
 
 
@@ -107,7 +111,9 @@ def test_missing_extra_through_the_endpoint(monkeypatch: pytest.MonkeyPatch) -> 
 def test_model_choice() -> None:
     loader = GoogleLoader(google_settings(default_model="tiny.en", google_model="latest_long"))
     assert loader.model_for("") == "latest_long"  # a config without model
-    assert loader.model_for("tiny.en") == "latest_long"  # the local default, with DEFAULT_BACKEND=google
+    assert (
+        loader.model_for("tiny.en") == "latest_long"
+    )  # the local default, with DEFAULT_BACKEND=google
     assert loader.model_for("latest_short") == "latest_short"  # Google decides on the rest
 
 

@@ -61,7 +61,9 @@ def test_module_level_register_loader_reaches_new_apps() -> None:
         registry_module._code_loaders.pop("by-code")
 
 
-def test_settings_plugin_is_imported_lazily(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_plugin_is_imported_lazily(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     write_plugin(tmp_path, "lazy_plugin_mod", PLUGIN)
     monkeypatch.syspath_prepend(str(tmp_path))
     reg = Registry(settings(asr_plugins="lazy=lazy_plugin_mod:make"))
@@ -73,7 +75,9 @@ def test_settings_plugin_is_imported_lazily(tmp_path: Path, monkeypatch: pytest.
     assert reg.get_loader("lazy") is loader  # built once
 
 
-def test_entry_point_plugin_appears_by_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_entry_point_plugin_appears_by_itself(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A pip-installed package's entry point (a real dist-info folder on sys.path)."""
     write_plugin(tmp_path, "ep_plugin_mod", PLUGIN)
     dist = tmp_path / "asr_ep_plugin-1.0.dist-info"
@@ -106,7 +110,10 @@ def test_describe_reports_unusable_builtins_with_reasons() -> None:
     assert mlx["usable"] is False and "Apple Silicon" in mlx["reason"]
     wt = reg.describe("whisper_timestamped")
     assert wt["usable"] is False
-    assert "asr-stream[whisper-timestamped]" in wt["reason"] or "WHISPER_TIMESTAMPED_MODEL" in wt["reason"]
+    assert (
+        "asr-stream[whisper-timestamped]" in wt["reason"]
+        or "WHISPER_TIMESTAMPED_MODEL" in wt["reason"]
+    )
 
 
 @pytest.mark.parametrize(

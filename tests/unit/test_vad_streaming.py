@@ -45,7 +45,7 @@ def test_timeline_scores_whole_frames_and_carries_the_rest() -> None:
     timeline = SpeechTimeline(scorer)
     timeline.accept(speech(0.01))  # under a frame: nothing scored yet
     assert scorer.frames_scored == 0 and timeline.end == 0.0
-    timeline.accept(speech(1.0) [: FRAME_SAMPLES * 10])
+    timeline.accept(speech(1.0)[: FRAME_SAMPLES * 10])
     assert scorer.frames_scored == 10
     assert timeline.end == pytest.approx(10 * FRAME_SEC)
 
@@ -216,7 +216,9 @@ def test_stop_right_after_new_speech_transcribes_it() -> None:
 def test_longest_pause_is_found_between_speech() -> None:
     timeline = SpeechTimeline(LoudScorer())
     timeline.accept(
-        np.concatenate([speech(1.024), silence(0.128), speech(1.024), silence(0.256), speech(0.512)])
+        np.concatenate(
+            [speech(1.024), silence(0.128), speech(1.024), silence(0.256), speech(0.512)]
+        )
     )
     pause = timeline.longest_pause(0.0, 2.9)
     assert pause == (pytest.approx(2.176), pytest.approx(2.432))
