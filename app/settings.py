@@ -36,16 +36,16 @@ class Settings(BaseSettings):
     model_cache_dir: Path = Path.home() / ".cache" / "asr-stream" / "models"
     whisper_compute_type: str = "int8"
     # Threads per model call, and model calls that run at once (0: one per CPU core).
-    # Sessions share the model: 1 thread x one worker per core (1 and 0) beat the
-    # defaults by 1.6x in throughput on 2 cores (opt-in, see bench/results/README.md).
-    whisper_cpu_threads: int = Field(default=0, ge=0)
-    whisper_num_workers: int = Field(default=1, ge=0)
+    # Sessions share the model: 1 thread x one worker per core had 1.6x the throughput
+    # of 4 threads x 1 worker on 2 cores (see bench/results/README.md).
+    whisper_cpu_threads: int = Field(default=1, ge=0)
+    whisper_num_workers: int = Field(default=0, ge=0)
     whisper_beam_size: int = Field(default=1, ge=1, le=10)
     whisper_vad_filter: bool = True
-    whisper_short_window: bool = False
+    whisper_short_window: bool = True
     # Voice activity (Silero, bundled with faster-whisper) in the streaming engine: skip
     # silence, cut trailing silence, commit the utterance at a pause this long.
-    streaming_vad: bool = False
+    streaming_vad: bool = True
     vad_pause_sec: float = Field(default=0.5, ge=0.1, le=5.0)
 
     # Plugins: "name=module:attr" loader factories, comma-separated (see docs/BACKENDS.md);

@@ -195,12 +195,20 @@ async def soak(url: str, minutes: float) -> dict[str, Any]:
 
     sampler = asyncio.create_task(sample())
     try:
-        await stream(url, pcm, SAMPLE_RATE, enable_word_time_offsets=False)
+        result = await stream(url, pcm, SAMPLE_RATE, enable_word_time_offsets=False)
     finally:
         sampler.cancel()
     settled = samples[len(samples) // 4 :] or samples
+    finals = lags(result)
+    quarter = max(len(finals) // 4, 1)
     return {
         "minutes": minutes,
+        "finals": len(finals),
+        # Lag at the start and at the end of the hour: an engine that slowly falls
+        # behind (a growing buffer, a growing prompt) shows here before it fails.
+        "lag_p95_first_quarter_s": pct(finals[:quarter], 95),
+        "lag_p95_last_quarter_s": pct(finals[-quarter:], 95),
+        "stop_to_complete_s": round(stop_to_complete(result), 3),
         "rss_kb_first": samples[0],
         "rss_kb_last": samples[-1],
         "rss_kb_max": max(samples),
@@ -210,6 +218,9 @@ async def soak(url: str, minutes: float) -> dict[str, Any]:
 
 async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {}
+    if args.soak_only:
+        figures["soak"] = await soak(url, args.soak_minutes)
+        return figures
     figures["single_stream"] = await single_stream_figures(url, args.runs)
     figures["non_speech"] = await non_speech_words(url)
     figures["concurrency"] = [
@@ -220,7 +231,24 @@ async def run(url: str, args: argparse.Namespace) -> dict[str, Any]:
     return figures
 
 
+def soak_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
+    return [
+        (
+            f"RSS over {s['minutes']} min (change after warm-up)",
+            f"{s['rss_change_after_warmup_pct']} % (max {s['rss_kb_max'] // 1024} MiB)",
+        ),
+        (
+            "soak p95 lag, first / last quarter (s)",
+            f"{s['lag_p95_first_quarter_s']} / {s['lag_p95_last_quarter_s']}",
+        ),
+    ]
+
+
 def table(figures: dict[str, Any]) -> str:
+    if "single_stream" not in figures:
+        rows = soak_rows(figures["soak"])
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
     single, quiet = figures["single_stream"], figures["non_speech"]
     rows = [
         ("lag of finals p50 / p95 (s)", f"{single['lag_p50_s']} / {single['lag_p95_s']}"),
@@ -244,13 +272,7 @@ def table(figures: dict[str, Any]) -> str:
             )
         )
     if "soak" in figures:
-        s = figures["soak"]
-        rows.append(
-            (
-                f"RSS over {s['minutes']} min (change after warm-up)",
-                f"{s['rss_change_after_warmup_pct']} %",
-            )
-        )
+        rows += soak_rows(figures["soak"])
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
@@ -262,9 +284,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--streams", default="1,2,4,6", help="concurrency levels")
     parser.add_argument("--concurrency-seconds", type=float, default=40.0)
     parser.add_argument("--soak-minutes", type=float, default=0.0)
+    parser.add_argument(
+        "--soak-only", action="store_true", help="only the soak (with --soak-minutes)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
     args.streams = [int(n) for n in args.streams.split(",")]
+    if args.soak_only and not args.soak_minutes:
+        parser.error("--soak-only needs --soak-minutes")
 
     started = time.time()
     if args.url:
@@ -272,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         with running_server() as url:
             figures = asyncio.run(run(url, args))
-    figures["wer_offline"] = {name: round(offline_wer(name), 4) for name in SPEECH}
+    if not args.soak_only:
+        figures["wer_offline"] = {name: round(offline_wer(name), 4) for name in SPEECH}
     figures["machine"] = {
         "cpus": len(__import__("os").sched_getaffinity(0)),
         "processor": platform.processor() or platform.machine(),
