@@ -52,6 +52,7 @@ from app.session import (
     CompleteEvent,
     ErrorEvent,
     ProcessorRecognizer,
+    SessionEvent,
     StreamingSession,
     TranscriptEvent,
 )
@@ -83,6 +84,7 @@ class Stream:
     # (seconds of input audio so far, when that audio arrived): for the lag of finals.
     arrivals: deque[tuple[float, float]] = field(default_factory=deque)
     figures: SessionFigures = field(default_factory=SessionFigures)  # for the closing log line
+    last_heard: float = field(default_factory=time.monotonic)  # the client's last message
 
     def arrival_of(self, stream_time: float) -> float | None:
         """When the audio at ``stream_time`` reached the server (finals come in order)."""
@@ -314,23 +316,11 @@ class StreamEndpoint:
         return "error"
 
     async def _read(self, websocket: WebSocket, stream: Stream) -> None:
-        settings = self.settings
+        # No timer per message (the writer's watchdog checks for silence): rescheduling
+        # one on every frame was a tenth of the event loop's time with 100 sessions.
         while True:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that
-            # lands as a frame arrives, and the session then hangs.
-            try:
-                async with asyncio.timeout(settings.idle_timeout_sec):
-                    message = await websocket.receive()
-            except TimeoutError:
-                if not stream.stopped:
-                    self._end(
-                        stream,
-                        IdleTimeout(
-                            f"No audio or message for {settings.idle_timeout_sec:g} s; the session "
-                            'was ended. Send {"type": "keepalive"} to keep a quiet stream open.'
-                        ),
-                    )
-                continue
+            message = await websocket.receive()
+            stream.last_heard = time.monotonic()
             if message["type"] == "websocket.disconnect":
                 raise ClientGone
             data = message.get("bytes")
@@ -445,12 +435,16 @@ class StreamEndpoint:
         format_transcript = TranscriptFormatter(stream.plan)
         session = stream.session
         timeout = self.settings.send_timeout_sec
+        period = min(WATCHDOG_PERIOD_SEC, self.settings.idle_timeout_sec / 4)
         while True:
-            try:
-                async with asyncio.timeout(WATCHDOG_PERIOD_SEC):
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
+            event: SessionEvent | None = None
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(period):
                     event = await session.events.get()
-            except TimeoutError:
-                self._check_engine(session)
+            self._check_engine(session)
+            self._check_idle(stream)
+            if event is None:
                 continue
             if isinstance(event, TranscriptEvent):
                 message = format_transcript(event.span, event.is_final)
@@ -473,6 +467,18 @@ class StreamEndpoint:
                     await websocket.close(code=int(stream.close_code))
                 logger.info("[%s] complete", session.session_id)
                 return
+
+    def _check_idle(self, stream: Stream) -> None:
+        """End a stream whose client has sent nothing for ``IDLE_TIMEOUT_SEC``."""
+        limit = self.settings.idle_timeout_sec
+        if not stream.stopped and time.monotonic() - stream.last_heard > limit:
+            self._end(
+                stream,
+                IdleTimeout(
+                    f"No audio or message for {limit:g} s; the session was ended. "
+                    'Send {"type": "keepalive"} to keep a quiet stream open.'
+                ),
+            )
 
     def _check_engine(self, session: StreamingSession) -> None:
         limit = self.settings.engine_pass_timeout_sec
