@@ -178,6 +178,35 @@ class AudioHandoff:
 # --------------------------------------------------------------------------- recognizers
 
 
+class EngineLoad:
+    """How many processor sessions are streaming in this process: it sets their step.
+
+    Each pass re-transcribes the whole buffer, so a shorter step shows words
+    sooner and costs CPU in proportion. While at most ``light_sessions`` sessions
+    stream, each takes its light step (`EngineInfo.light_chunk_sec`); beyond
+    that, its normal one, so latency degrades gracefully instead of every
+    session falling behind.
+    """
+
+    def __init__(self, light_sessions: int) -> None:
+        self.light_sessions = light_sessions
+        self.sessions = 0
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> EngineLoad:
+        with self._lock:
+            self.sessions += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self.sessions -= 1
+
+    @property
+    def light(self) -> bool:
+        return self.sessions <= self.light_sessions
+
+
 PassObserver = Callable[[float, float], None]
 """Called after each engine pass with (seconds of new audio, seconds the pass took)."""
 
@@ -196,16 +225,28 @@ class ProcessorRecognizer:
         *,
         interim: bool,
         observer: PassObserver | None = None,
+        load: EngineLoad | None = None,
     ) -> None:
         self.processor = processor
         self.info = info
+        self.load = load
         self.interim = interim and isinstance(processor, SupportsInterim)
         self.observer = observer
         self.busy_since: float | None = None  # monotonic start of the running pass
         self._last_interim = ""
 
     def run(self, handoff: AudioHandoff, emit: Emit) -> None:
-        min_samples = int(self.info.min_chunk_sec * ENGINE_SAMPLE_RATE)
+        with self.load or contextlib.nullcontext():
+            self._run(handoff, emit)
+
+    def step_sec(self) -> float:
+        """Seconds of new audio the next pass waits for (shorter while the load is light)."""
+        light = self.info.light_chunk_sec
+        if light is not None and self.load is not None and self.load.light:
+            return min(light, self.info.min_chunk_sec)
+        return self.info.min_chunk_sec
+
+    def _run(self, handoff: AudioHandoff, emit: Emit) -> None:
         pending = 0
         while True:
             batch = handoff.take()
@@ -221,7 +262,7 @@ class ProcessorRecognizer:
             if batch.flush:
                 self._emit_final(self._timed(self.processor.finish, pending), emit)
                 pending = 0
-            elif pending >= min_samples:
+            elif pending >= int(self.step_sec() * ENGINE_SAMPLE_RATE):
                 self._emit_final(self._timed(self.processor.process_iter, pending), emit)
                 pending = 0
                 self._emit_interim(emit)

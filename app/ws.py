@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import time
 import uuid
@@ -50,6 +51,7 @@ from app.metrics import Metrics, SessionFigures
 from app.plan import SessionDefaults, SessionPlan, plan_session
 from app.session import (
     CompleteEvent,
+    EngineLoad,
     ErrorEvent,
     ProcessorRecognizer,
     SessionEvent,
@@ -154,6 +156,8 @@ class StreamEndpoint:
         self._no_streams = asyncio.Event()
         self.draining = False
         self._opening = 0
+        # Local engines take shorter steps while at most one session per two cores streams.
+        self.engine_load = EngineLoad(light_sessions=max(1, len(os.sched_getaffinity(0)) // 2))
 
     # -- connection ------------------------------------------------------------
 
@@ -274,7 +278,11 @@ class StreamEndpoint:
                 figures.add_pass(audio_sec, spent_sec)
 
             recognizer = ProcessorRecognizer(
-                processor, info, interim=plan.interim_results, observer=observe
+                processor,
+                info,
+                interim=plan.interim_results,
+                observer=observe,
+                load=self.engine_load,
             )
         session = StreamingSession(
             session_id,

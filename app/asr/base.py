@@ -189,6 +189,9 @@ class EngineInfo:
     model: str
     min_chunk_sec: float = 1.0
     """How much new audio to gather before each `process_iter`."""
+    light_chunk_sec: float | None = None
+    """The step while the process is lightly loaded (see `app.session.EngineLoad`);
+    None: always `min_chunk_sec`."""
     sample_rate: int | None = 16_000
     """The rate the engine takes; None takes the client's rate as it is (no resampling)."""
 

@@ -135,5 +135,7 @@ class FasterWhisperLoader:
             backend=BACKEND_NAME,
             model=request.model or self.default_model,
             min_chunk_sec=opts.min_chunk_size or settings.min_chunk_size,
+            # A step the client chose is kept whatever the load.
+            light_chunk_sec=None if opts.min_chunk_size else settings.min_chunk_size_light,
         )
         return processor, info

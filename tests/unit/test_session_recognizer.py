@@ -16,6 +16,7 @@ from app.session import (
     AudioHandoff,
     Batch,
     CompleteEvent,
+    EngineLoad,
     ProcessorRecognizer,
     SessionEvent,
     TranscriptEvent,
@@ -136,11 +137,14 @@ def harness(
     interim: bool = False,
     capacity_sec: float = 30.0,
     start: bool = True,
+    light_chunk_sec: float | None = None,
+    load: EngineLoad | None = None,
 ) -> Harness:
     loop = asyncio.get_running_loop()
+    info = EngineInfo("scripted", "m", min_chunk_sec, light_chunk_sec=light_chunk_sec)
     h = Harness(
         CountingHandoff(round(capacity_sec * SR), loop),
-        ProcessorRecognizer(processor, EngineInfo("scripted", "m", min_chunk_sec), interim=interim),
+        ProcessorRecognizer(processor, info, interim=interim, load=load),
     )
     if start:
         h.start()
@@ -183,6 +187,36 @@ async def test_process_iter_runs_only_once_min_chunk_of_new_audio_is_gathered(
     # Each pass saw whole chunks, and the end made no extra pass.
     assert processor.calls("iter") == [chunk * per_pass * (k + 1) for k in range(iters_after[-1])]
     assert processor.calls("finish") == [chunk * len(iters_after)]
+
+
+async def test_light_load_takes_the_light_step_and_a_busier_process_the_normal_one() -> None:
+    load = EngineLoad(light_sessions=1)
+    processor = ScriptedProcessor()
+    h = await started(harness(processor, light_chunk_sec=0.5, load=load))
+    assert load.sessions == 1  # this session, while it runs
+    await h.put_and_settle(silence(0.5))
+    assert processor.calls("iter") == [SR // 2]  # alone: a pass every 0.5 s
+    with load:  # a second session starts streaming
+        await h.put_and_settle(silence(0.5))
+        assert len(processor.calls("iter")) == 1  # now it waits for 1 s
+        await h.put_and_settle(silence(0.5))
+        assert processor.calls("iter") == [SR // 2, 3 * SR // 2]  # audio heard so far
+    await h.put_and_settle(silence(0.5))  # alone again
+    assert len(processor.calls("iter")) == 3
+    h.handoff.end()
+    h.join()
+    assert load.sessions == 0
+
+
+async def test_without_a_light_step_the_load_changes_nothing() -> None:
+    load = EngineLoad(light_sessions=1)
+    processor = ScriptedProcessor()
+    h = await started(harness(processor, load=load))  # e.g. the client chose its step
+    for _ in range(3):
+        await h.put_and_settle(silence(0.5))
+    assert processor.calls("iter") == [SR]
+    h.handoff.end()
+    h.join()
 
 
 async def test_audio_queued_together_is_taken_in_one_batch_and_one_pass() -> None:
