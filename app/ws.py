@@ -315,7 +315,7 @@ class StreamEndpoint:
         if writer in done and writer.exception() is None:
             # Whatever the reader saw after `complete` is moot (the client closing as
             # `complete` arrives ends both at once): retrieve it so it is not logged.
-            if reader in done:
+            if reader in done and not reader.cancelled():
                 reader.exception()
             return stream.end_reason or "completed"
         for task in (writer, reader):
