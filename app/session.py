@@ -29,6 +29,7 @@ from app.asr.base import (
     ProcessorResult,
     Recognizer,
     SupportsInterim,
+    SupportsPreview,
     TextSpan,
     as_text_span,
 )
@@ -183,9 +184,11 @@ class EngineLoad:
 
     Each pass re-transcribes the whole buffer, so a shorter step shows words
     sooner and costs CPU in proportion. While at most ``light_sessions`` sessions
-    stream, each takes its light step (`EngineInfo.light_chunk_sec`); beyond
-    that, its normal one, so latency degrades gracefully instead of every
-    session falling behind.
+    stream, each adds preview passes (`SupportsPreview`) every
+    `EngineInfo.light_chunk_sec` between its committing passes; beyond that,
+    only the committing passes run, so latency degrades gracefully instead of
+    every session falling behind. Commits keep their step either way: two
+    passes half a step apart agree on half-heard words, which cost accuracy.
     """
 
     def __init__(self, light_sessions: int) -> None:
@@ -216,6 +219,8 @@ class ProcessorRecognizer:
 
     All audio queued when a pass starts goes into that pass, so an engine that
     falls behind takes bigger steps and catches up instead of queueing more.
+    Under light load (`EngineLoad`), preview passes refresh the interim between
+    the committing ones.
     """
 
     def __init__(
@@ -239,15 +244,23 @@ class ProcessorRecognizer:
         with self.load or contextlib.nullcontext():
             self._run(handoff, emit)
 
-    def step_sec(self) -> float:
-        """Seconds of new audio the next pass waits for (shorter while the load is light)."""
+    def preview_step_sec(self) -> float | None:
+        """The step of preview passes now, if the load is light enough for them."""
         light = self.info.light_chunk_sec
-        if light is not None and self.load is not None and self.load.light:
-            return min(light, self.info.min_chunk_sec)
-        return self.info.min_chunk_sec
+        if (
+            light is None
+            or light >= self.info.min_chunk_sec
+            or not self.interim  # a preview only refreshes interims
+            or not isinstance(self.processor, SupportsPreview)
+            or (self.load is not None and not self.load.light)
+        ):
+            return None
+        return light
 
     def _run(self, handoff: AudioHandoff, emit: Emit) -> None:
-        pending = 0
+        pending = 0  # samples since the last committing pass
+        unheard = 0  # samples since the last pass of any kind
+        min_samples = int(self.info.min_chunk_sec * ENGINE_SAMPLE_RATE)
         while True:
             batch = handoff.take()
             if batch.aborted:
@@ -255,16 +268,23 @@ class ProcessorRecognizer:
             for audio in batch.audio:
                 self.processor.insert_audio_chunk(audio)
             pending += batch.samples
+            unheard += batch.samples
             if batch.ended:
-                self._emit_final(self._timed(self.processor.finish, pending), emit)
+                self._emit_final(self._timed(self.processor.finish, unheard), emit)
                 emit(CompleteEvent())
                 return
+            preview = self.preview_step_sec()
             if batch.flush:
-                self._emit_final(self._timed(self.processor.finish, pending), emit)
-                pending = 0
-            elif pending >= int(self.step_sec() * ENGINE_SAMPLE_RATE):
-                self._emit_final(self._timed(self.processor.process_iter, pending), emit)
-                pending = 0
+                self._emit_final(self._timed(self.processor.finish, unheard), emit)
+                pending = unheard = 0
+            elif pending >= min_samples:
+                self._emit_final(self._timed(self.processor.process_iter, unheard), emit)
+                pending = unheard = 0
+                self._emit_interim(emit)
+            elif preview is not None and unheard >= int(preview * ENGINE_SAMPLE_RATE):
+                assert isinstance(self.processor, SupportsPreview)
+                self._emit_final(self._timed(self.processor.preview_iter, unheard), emit)
+                unheard = 0
                 self._emit_interim(emit)
 
     def _timed(self, step: Callable[[], ProcessorResult], samples: int) -> ProcessorResult:

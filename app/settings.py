@@ -71,8 +71,8 @@ class Settings(BaseSettings):
 
     # OnlineASRProcessor
     min_chunk_size: float = Field(default=1.0, gt=0.0, le=10.0)
-    # The local Whisper engine's step while the process is lightly loaded (at most one
-    # local session per two CPU cores): words show sooner. At or above MIN_CHUNK_SIZE: off.
+    # While the process is lightly loaded (at most one local session per two CPU cores),
+    # preview passes this often refresh interims between the committing passes.
     min_chunk_size_light: float = Field(default=0.5, gt=0.0, le=10.0)
     buffer_trimming: Literal["segment", "sentence"] = "segment"
     buffer_trimming_sec: float = Field(default=15.0, gt=1.0, le=28.0)

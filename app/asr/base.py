@@ -154,6 +154,20 @@ class SupportsInterim(Protocol):
     def unconfirmed(self) -> TextSpan | None: ...
 
 
+@runtime_checkable
+class SupportsPreview(SupportsInterim, Protocol):
+    """An `ASRProcessor` that can refresh its guess without deciding what to commit.
+
+    Lets a lightly loaded server show words sooner (shorter steps) without
+    changing when and what is committed: two passes half a step apart agree on
+    a half-heard word far more often, and committing it costs accuracy.
+    """
+
+    def preview_iter(self) -> TextSpan | None:
+        """A pass that only updates `unconfirmed` (and may commit at a pause)."""
+        ...
+
+
 @dataclass(frozen=True)
 class StreamingOptions:
     """Tuning of `OnlineASRProcessor` (None: the settings' value)."""

@@ -131,6 +131,10 @@ class HypothesisBuffer:
 
     def insert(self, words: Sequence[TimedWord]) -> None:
         """Take a new hypothesis (stream times); drop what was already committed."""
+        self.new = self.new_words(words)
+
+    def new_words(self, words: Sequence[TimedWord]) -> list[TimedWord]:
+        """The words of a hypothesis after what was already committed (changes nothing)."""
         new = [w for w in words if w.start > self.last_committed_time - TIMESTAMP_TOLERANCE_SEC]
         if new and abs(new[0].start - self.last_committed_time) < SEAM_WINDOW_SEC:
             # Whisper often repeats the last committed words at the buffer's
@@ -142,7 +146,7 @@ class HypothesisBuffer:
                 if tail == head:
                     new = new[n:]
                     break
-        self.new = new
+        return new
 
     def flush(self) -> list[TimedWord]:
         """Commit the agreed prefix of the previous and the new hypothesis."""
@@ -215,6 +219,7 @@ class OnlineASRProcessor:
         self.hypothesis = HypothesisBuffer(last_committed_time=offset)
         self.committed: list[TimedWord] = []
         self._untranscribed_samples = 0
+        self._preview: list[TimedWord] | None = None  # the latest preview pass's new words
 
     def insert_audio_chunk(self, audio: Audio) -> None:
         self.audio_buffer = np.concatenate(
@@ -226,6 +231,18 @@ class OnlineASRProcessor:
 
     def process_iter(self) -> TextSpan | None:
         """Transcribe the buffer, commit what two passes agree on, trim the buffer."""
+        return self._pass(commit=True)
+
+    def preview_iter(self) -> TextSpan | None:
+        """Transcribe the buffer for `unconfirmed` only; agreement waits for `process_iter`.
+
+        At a pause or in silence it does what `process_iter` does: those commits
+        take no agreement.
+        """
+        return self._pass(commit=False)
+
+    def _pass(self, *, commit: bool) -> TextSpan | None:
+        self._preview = None
         if not len(self.audio_buffer):
             return None
         speech = self.speech
@@ -238,7 +255,14 @@ class OnlineASRProcessor:
                 return span_of(committed, self.asr.sep)
             if speech.trailing_silence() >= self.options.pause_sec:
                 return self._commit_utterance()
+        unheard = self._untranscribed_samples
         result = self._transcribe()
+        if not commit:
+            self._preview = self.hypothesis.new_words(self._words(result))
+            # For `finish`, audio a preview heard is still unheard: only a committing
+            # pass decides what the stream said.
+            self._untranscribed_samples = unheard
+            return None
         self.hypothesis.insert(self._words(result))
         committed = self.hypothesis.flush()
         self.committed.extend(committed)
@@ -276,7 +300,8 @@ class OnlineASRProcessor:
 
     def unconfirmed(self) -> TextSpan | None:
         """The latest hypothesis after the committed text (for interim results)."""
-        return span_of(self.hypothesis.buffer, self.asr.sep)
+        words = self.hypothesis.buffer if self._preview is None else self._preview
+        return span_of(words, self.asr.sep)
 
     @property
     def buffer_end(self) -> float:

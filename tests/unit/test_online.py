@@ -600,3 +600,42 @@ def test_committed_history_stays_bounded_on_an_endless_stream() -> None:
     last = d.asr.calls[-1]
     before = [w for w in script if w.end <= last.offset + EPS]
     assert last.prompt.endswith(text_of(before[-3:]).strip())
+
+
+# --------------------------------------------------------------------------- preview passes
+
+
+def test_preview_passes_show_newer_words_and_change_no_commit() -> None:
+    """Half steps of previews between full passes: the same finals, fresher interims."""
+    script = regular_words(24, per_segment=4)  # 12 s of words
+    plain, previewed = make_processor(script), make_processor(script)
+    fresher = 0
+    for _ in range(12):
+        plain.step(1.0)
+        previewed.feed(0.5)
+        before = previewed.processor.unconfirmed()
+        assert previewed.processor.preview_iter() is None  # nothing commits without agreement
+        after = previewed.processor.unconfirmed()
+        assert after is not None
+        fresher += before is None or after.end > before.end
+        previewed.step(0.5)
+    assert fresher >= 10  # the preview heard words the last full pass had not
+    plain.finish()
+    previewed.finish()
+    assert [(s.text, s.start, s.end) for s in previewed.finals] == [
+        (s.text, s.start, s.end) for s in plain.finals
+    ]
+    assert previewed.text == text_of(script)
+
+
+def test_finish_after_a_preview_transcribes_what_only_the_preview_heard() -> None:
+    script = regular_words(6)  # w5 ends at 2.95 s
+    d = make_processor(script)
+    d.step(1.0)
+    d.step(1.0)
+    d.feed(1.0)
+    d.processor.preview_iter()  # the only pass that heard w4 and w5
+    unconfirmed = d.processor.unconfirmed()
+    assert unconfirmed is not None and unconfirmed.text.endswith(" w5")
+    d.finish()
+    assert d.text == text_of(script)

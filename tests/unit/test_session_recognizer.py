@@ -77,6 +77,25 @@ class InterimProcessor(ScriptedProcessor):
         return None if text is None else TextSpan(0.0, self.total / SR, text)
 
 
+@dataclass
+class PreviewProcessor(ScriptedProcessor):
+    """Also previews: its interim is how much audio the latest pass of any kind heard."""
+
+    heard: int = 0
+
+    def process_iter(self) -> ProcessorResult:
+        self.heard = self.total
+        return super().process_iter()
+
+    def preview_iter(self) -> ProcessorResult:
+        self.log.append(("preview", self.total))
+        self.heard = self.total
+        return None
+
+    def unconfirmed(self) -> TextSpan | None:
+        return TextSpan(0.0, self.heard / SR, f" heard {self.heard}")
+
+
 class CountingHandoff(AudioHandoff):
     """Counts `take` calls, so a test knows when the thread is back waiting for audio."""
 
@@ -189,31 +208,46 @@ async def test_process_iter_runs_only_once_min_chunk_of_new_audio_is_gathered(
     assert processor.calls("finish") == [chunk * len(iters_after)]
 
 
-async def test_light_load_takes_the_light_step_and_a_busier_process_the_normal_one() -> None:
+async def test_light_load_adds_previews_between_commits_and_a_busier_process_drops_them() -> None:
     load = EngineLoad(light_sessions=1)
-    processor = ScriptedProcessor()
-    h = await started(harness(processor, light_chunk_sec=0.5, load=load))
+    processor = PreviewProcessor()
+    h = await started(harness(processor, interim=True, light_chunk_sec=0.5, load=load))
     assert load.sessions == 1  # this session, while it runs
-    await h.put_and_settle(silence(0.5))
-    assert processor.calls("iter") == [SR // 2]  # alone: a pass every 0.5 s
-    with load:  # a second session starts streaming
+    for _ in range(4):
         await h.put_and_settle(silence(0.5))
-        assert len(processor.calls("iter")) == 1  # now it waits for 1 s
-        await h.put_and_settle(silence(0.5))
-        assert processor.calls("iter") == [SR // 2, 3 * SR // 2]  # audio heard so far
+    # Alone: a preview half a step in, a committing pass each full step.
+    assert processor.calls("preview") == [SR // 2, 3 * SR // 2]
+    assert processor.calls("iter") == [SR, 2 * SR]
+    with load:  # a second session starts streaming: committing passes only
+        for _ in range(4):
+            await h.put_and_settle(silence(0.5))
+        assert len(processor.calls("preview")) == 2
+        assert processor.calls("iter") == [SR, 2 * SR, 3 * SR, 4 * SR]
     await h.put_and_settle(silence(0.5))  # alone again
-    assert len(processor.calls("iter")) == 3
+    assert processor.calls("preview") == [SR // 2, 3 * SR // 2, 9 * SR // 2]
     h.handoff.end()
     h.join()
     assert load.sessions == 0
+    # Each preview refreshed the interim with what it heard.
+    assert [t for t, final in h.transcripts if not final][:2] == [" heard 8000", " heard 16000"]
 
 
-async def test_without_a_light_step_the_load_changes_nothing() -> None:
+@pytest.mark.parametrize(
+    ("interim", "light_chunk_sec"),
+    [(False, 0.5), (True, None), (True, 1.0)],
+    ids=["no interims wanted", "client chose its step", "light step not shorter"],
+)
+async def test_no_previews_when_they_cannot_help(
+    interim: bool, light_chunk_sec: float | None
+) -> None:
     load = EngineLoad(light_sessions=1)
-    processor = ScriptedProcessor()
-    h = await started(harness(processor, load=load))  # e.g. the client chose its step
+    processor = PreviewProcessor()
+    h = await started(
+        harness(processor, interim=interim, light_chunk_sec=light_chunk_sec, load=load)
+    )
     for _ in range(3):
         await h.put_and_settle(silence(0.5))
+    assert processor.calls("preview") == []
     assert processor.calls("iter") == [SR]
     h.handoff.end()
     h.join()
