@@ -1,7 +1,7 @@
 """Replay a clip through the streaming algorithm as fast as the CPU allows (no server, no clock).
 
     python -m bench.replay                                  # every test_audio clip, 1 s steps
-    python -m bench.replay --step 0.5 --short-window test_audio/en_16k.wav
+    python -m bench.replay --step 0.5 --no-short-window test_audio/en_16k.wav
 
 For each clip: WER of the committed text (what a client gets as finals) next to
 the same model's offline WER, the number of passes, and the engine seconds spent
@@ -79,10 +79,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("clips", nargs="*", type=Path)
     parser.add_argument("--step", type=float, default=1.0, help="seconds of audio per pass")
-    parser.add_argument("--short-window", action="store_true")
+    parser.add_argument(
+        "--short-window",
+        action=argparse.BooleanOptionalAction,
+        help="override WHISPER_SHORT_WINDOW (default: the setting)",
+    )
     parser.add_argument("--show", action="store_true", help="print the texts")
     args = parser.parse_args(argv)
-    settings = Settings(whisper_short_window=args.short_window)
+    settings = Settings()
+    if args.short_window is not None:
+        settings = settings.model_copy(update={"whisper_short_window": args.short_window})
     loader = FasterWhisperLoader(settings)
     rows = []
     for path in args.clips or [ROOT / "test_audio" / name for name in CLIPS]:

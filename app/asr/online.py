@@ -234,11 +234,19 @@ class OnlineASRProcessor:
         return self._pass(commit=True)
 
     def preview_iter(self) -> TextSpan | None:
-        """Transcribe the buffer for `unconfirmed` only; agreement waits for `process_iter`.
+        """Transcribe the buffer for `unconfirmed` only; commits wait for `process_iter`.
 
-        At a pause or in silence it does what `process_iter` does: those commits
-        take no agreement.
+        It changes nothing else, so the finals are the same with or without
+        previews. In silence or at a pause it does nothing: the next
+        `process_iter` skips the silence or commits the utterance.
         """
+        self._preview = None
+        speech = self.speech
+        if not len(self.audio_buffer) or (
+            speech is not None
+            and (not self._has_speech() or speech.trailing_silence() >= self.options.pause_sec)
+        ):
+            return None
         return self._pass(commit=False)
 
     def _pass(self, *, commit: bool) -> TextSpan | None:
@@ -246,7 +254,7 @@ class OnlineASRProcessor:
         if not len(self.audio_buffer):
             return None
         speech = self.speech
-        if speech is not None:
+        if commit and speech is not None:
             if not self._has_speech():
                 # Words still unconfirmed were heard in audio since cut: keep them.
                 committed = self.hypothesis.commit_all(self.hypothesis.buffer)
