@@ -238,6 +238,7 @@ class ProcessorRecognizer:
         self.interim = interim and isinstance(processor, SupportsInterim)
         self.observer = observer
         self.busy_since: float | None = None  # monotonic start of the running pass
+        self.last_pass_sec = 0.0  # how long the latest pass took
         self._last_interim = ""
 
     def run(self, handoff: AudioHandoff, emit: Emit) -> None:
@@ -253,6 +254,8 @@ class ProcessorRecognizer:
             or not self.interim  # a preview only refreshes interims
             or not isinstance(self.processor, SupportsPreview)
             or (self.load is not None and not self.load.light)
+            # A preview must end before the next committing pass is due, or it delays finals.
+            or self.last_pass_sec > light
         ):
             return None
         return light
@@ -294,8 +297,9 @@ class ProcessorRecognizer:
             result = step()
         finally:
             self.busy_since = None
+        self.last_pass_sec = time.perf_counter() - started
         if self.observer is not None and samples:
-            self.observer(samples / ENGINE_SAMPLE_RATE, time.perf_counter() - started)
+            self.observer(samples / ENGINE_SAMPLE_RATE, self.last_pass_sec)
         return result
 
     def _emit_final(self, result: ProcessorResult, emit: Emit) -> None:

@@ -232,6 +232,21 @@ async def test_light_load_adds_previews_between_commits_and_a_busier_process_dro
     assert [t for t, final in h.transcripts if not final][:2] == [" heard 8000", " heard 16000"]
 
 
+async def test_no_previews_while_a_pass_takes_longer_than_the_preview_step() -> None:
+    """A slow pass (a long buffer) leaves no time for a preview before the next commit."""
+    processor = PreviewProcessor()
+    h = await started(harness(processor, interim=True, light_chunk_sec=0.5))
+    h.recognizer.last_pass_sec = 0.6  # as if the latest pass had taken 0.6 s
+    await h.put_and_settle(silence(0.5))
+    assert processor.calls("preview") == []
+    await h.put_and_settle(silence(0.5))
+    assert processor.calls("iter") == [SR]  # this one was quick: previews resume
+    await h.put_and_settle(silence(0.5))
+    assert processor.calls("preview") == [3 * SR // 2]
+    h.handoff.end()
+    h.join()
+
+
 @pytest.mark.parametrize(
     ("interim", "light_chunk_sec"),
     [(False, 0.5), (True, None), (True, 1.0)],
