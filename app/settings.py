@@ -72,8 +72,9 @@ class Settings(BaseSettings):
     # OnlineASRProcessor
     min_chunk_size: float = Field(default=1.0, gt=0.0, le=10.0)
     # While the process is lightly loaded (at most one local session per two CPU cores),
-    # preview passes this often refresh interims between the committing passes.
-    min_chunk_size_light: float = Field(default=0.5, gt=0.0, le=10.0)
+    # preview passes this often refresh interims between the committing passes (opt-in:
+    # 0.5 showed words 0.2 s sooner but delayed some finals; see bench/results/README.md).
+    min_chunk_size_light: float = Field(default=1.0, gt=0.0, le=10.0)
     buffer_trimming: Literal["segment", "sentence"] = "segment"
     buffer_trimming_sec: float = Field(default=15.0, gt=1.0, le=28.0)
     max_buffer_sec: float = Field(default=25.0, gt=6.0, le=29.0)
