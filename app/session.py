@@ -286,7 +286,7 @@ class ProcessorRecognizer:
                 self._emit_interim(emit)
             elif preview is not None and unheard >= int(preview * ENGINE_SAMPLE_RATE):
                 assert isinstance(self.processor, SupportsPreview)
-                self._emit_final(self._timed(self.processor.preview_iter, unheard), emit)
+                self._timed(self.processor.preview_iter, unheard)
                 unheard = 0
                 self._emit_interim(emit)
 

@@ -244,11 +244,14 @@ def soak_rows(s: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def aligned(rows: list[tuple[str, str]]) -> str:
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
 def table(figures: dict[str, Any]) -> str:
     if "single_stream" not in figures:
-        rows = soak_rows(figures["soak"])
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+        return aligned(soak_rows(figures["soak"]))
     single, quiet = figures["single_stream"], figures["non_speech"]
     rows = [
         ("lag of finals p50 / p95 (s)", f"{single['lag_p50_s']} / {single['lag_p95_s']}"),
@@ -273,8 +276,7 @@ def table(figures: dict[str, Any]) -> str:
         )
     if "soak" in figures:
         rows += soak_rows(figures["soak"])
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+    return aligned(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -158,13 +158,13 @@ class SupportsInterim(Protocol):
 class SupportsPreview(SupportsInterim, Protocol):
     """An `ASRProcessor` that can refresh its guess without deciding what to commit.
 
-    Lets a lightly loaded server show words sooner (shorter steps) without
-    changing when and what is committed: two passes half a step apart agree on
-    a half-heard word far more often, and committing it costs accuracy.
+    Lets a lightly loaded server show words sooner without changing when and
+    what is committed: two passes half a step apart agree on a half-heard word
+    far more often, and committing it costs accuracy.
     """
 
-    def preview_iter(self) -> TextSpan | None:
-        """A pass that only updates `unconfirmed` (and may commit at a pause)."""
+    def preview_iter(self) -> None:
+        """A pass that only updates `unconfirmed`; it never commits."""
         ...
 
 
@@ -204,8 +204,8 @@ class EngineInfo:
     min_chunk_sec: float = 1.0
     """How much new audio to gather before each `process_iter`."""
     light_chunk_sec: float | None = None
-    """The step while the process is lightly loaded (see `app.session.EngineLoad`);
-    None: always `min_chunk_sec`."""
+    """The step of preview passes while the process is lightly loaded (see
+    `app.session.EngineLoad`); None: no previews."""
     sample_rate: int | None = 16_000
     """The rate the engine takes; None takes the client's rate as it is (no resampling)."""
 

@@ -231,9 +231,27 @@ class OnlineASRProcessor:
 
     def process_iter(self) -> TextSpan | None:
         """Transcribe the buffer, commit what two passes agree on, trim the buffer."""
-        return self._pass(commit=True)
+        self._preview = None
+        if not len(self.audio_buffer):
+            return None
+        speech = self.speech
+        if speech is not None:
+            if not self._has_speech():
+                # Words still unconfirmed were heard in audio since cut: keep them.
+                committed = self.hypothesis.commit_all(self.hypothesis.buffer)
+                self.committed.extend(committed)
+                self._skip_silence()
+                return span_of(committed, self.asr.sep)
+            if speech.trailing_silence() >= self.options.pause_sec:
+                return self._commit_utterance()
+        result = self._transcribe()
+        self.hypothesis.insert(self._words(result))
+        committed = self.hypothesis.flush()
+        self.committed.extend(committed)
+        committed.extend(self._trim(result))
+        return span_of(committed, self.asr.sep)
 
-    def preview_iter(self) -> TextSpan | None:
+    def preview_iter(self) -> None:
         """Transcribe the buffer for `unconfirmed` only; commits wait for `process_iter`.
 
         It changes nothing else, so the finals are the same with or without
@@ -246,36 +264,12 @@ class OnlineASRProcessor:
             speech is not None
             and (not self._has_speech() or speech.trailing_silence() >= self.options.pause_sec)
         ):
-            return None
-        return self._pass(commit=False)
-
-    def _pass(self, *, commit: bool) -> TextSpan | None:
-        self._preview = None
-        if not len(self.audio_buffer):
-            return None
-        speech = self.speech
-        if commit and speech is not None:
-            if not self._has_speech():
-                # Words still unconfirmed were heard in audio since cut: keep them.
-                committed = self.hypothesis.commit_all(self.hypothesis.buffer)
-                self.committed.extend(committed)
-                self._skip_silence()
-                return span_of(committed, self.asr.sep)
-            if speech.trailing_silence() >= self.options.pause_sec:
-                return self._commit_utterance()
+            return
         unheard = self._untranscribed_samples
-        result = self._transcribe()
-        if not commit:
-            self._preview = self.hypothesis.new_words(self._words(result))
-            # For `finish`, audio a preview heard is still unheard: only a committing
-            # pass decides what the stream said.
-            self._untranscribed_samples = unheard
-            return None
-        self.hypothesis.insert(self._words(result))
-        committed = self.hypothesis.flush()
-        self.committed.extend(committed)
-        committed.extend(self._trim(result))
-        return span_of(committed, self.asr.sep)
+        self._preview = self.hypothesis.new_words(self._words(self._transcribe()))
+        # For `finish`, audio a preview heard is still unheard: only a committing
+        # pass decides what the stream said.
+        self._untranscribed_samples = unheard
 
     def finish(self) -> TextSpan | None:
         """Commit everything heard, including audio that came after the last pass.
