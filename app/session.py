@@ -2,8 +2,12 @@
 
     event loop                         recognition thread
     ----------                         ------------------
-    put(audio) ──► AudioHandoff ──►    Recognizer.run(handoff, emit)
+    put(pcm) ──► AudioHandoff ──►      Recognizer.run(handoff, emit)
     events  ◄── call_soon_threadsafe ◄─ emit(TranscriptEvent | ErrorEvent | CompleteEvent)
+
+The hand-off carries the client's LINEAR16 bytes at the client's rate, as
+they came; each recognizer decodes what it needs in its own thread (the
+event loop does no numpy work per frame, see `app.audio`).
 
 The hand-off is bounded in seconds of audio. When it is full, `put` waits
 (asynchronously: the loop serves every other session meanwhile) until the
@@ -20,11 +24,12 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+import numpy as np
 
 from app.asr.base import (
     ASRProcessor,
-    Audio,
     EngineInfo,
     ProcessorResult,
     Recognizer,
@@ -33,6 +38,7 @@ from app.asr.base import (
     TextSpan,
     as_text_span,
 )
+from app.audio import BYTES_PER_SAMPLE, PcmDecoder
 from app.errors import ASRError, BackendFailure
 from app.settings import ENGINE_SAMPLE_RATE
 
@@ -69,18 +75,21 @@ Emit = Callable[[SessionEvent], None]
 class Batch:
     """What the recognition thread takes in one go: all queued audio, and whether it ended."""
 
-    audio: list[Audio] = field(default_factory=list)
+    pcm: bytes = b""  # LINEAR16 (s16le) at the hand-off's rate, whole samples
     ended: bool = False
     aborted: bool = False
     flush: bool = False  # finalize: make everything heard so far final, then go on
 
     @property
     def samples(self) -> int:
-        return sum(len(a) for a in self.audio)
+        return len(self.pcm) // BYTES_PER_SAMPLE
 
 
 class AudioHandoff:
-    """Bounded, thread-safe audio queue: the loop puts, the recognition thread takes."""
+    """Bounded, thread-safe PCM queue: the loop puts, the recognition thread takes.
+
+    Holds whole LINEAR16 samples at ``sample_rate`` (the client's rate).
+    """
 
     def __init__(
         self,
@@ -89,21 +98,25 @@ class AudioHandoff:
         sample_rate: int = ENGINE_SAMPLE_RATE,
     ) -> None:
         self._capacity = capacity_samples
-        self._rate = sample_rate
+        self.sample_rate = sample_rate
         self._loop = loop
-        self._items: deque[Audio] = deque()
+        self._items: deque[bytes] = deque()
         self._samples = 0
         self._ended = False
         self._aborted = False
         self._flush = False
         self._cond = threading.Condition()
         self._space = asyncio.Event()
+        self._put_waiting = False  # a `put` waits for space: the next take wakes it
 
     # -- event loop side --------------------------------------------------------
 
-    async def put(self, audio: Audio) -> bool:
-        """Queue audio, waiting while the queue is full. False if the session was aborted."""
-        if not len(audio):
+    async def put(self, pcm: bytes) -> bool:
+        """Queue whole samples, waiting while the queue is full. False if aborted or ended."""
+        if len(pcm) % BYTES_PER_SAMPLE:
+            raise ValueError("the hand-off takes whole 2-byte samples")
+        samples = len(pcm) // BYTES_PER_SAMPLE
+        if not samples:
             return True
         while True:
             with self._cond:
@@ -111,12 +124,13 @@ class AudioHandoff:
                     return False
                 # An empty queue always takes a chunk, however large, so a
                 # chunk bigger than the capacity cannot wait forever.
-                if self._samples == 0 or self._samples + len(audio) <= self._capacity:
-                    self._items.append(audio)
-                    self._samples += len(audio)
+                if self._samples == 0 or self._samples + samples <= self._capacity:
+                    self._items.append(pcm)
+                    self._samples += samples
                     self._cond.notify()
                     return True
                 self._space.clear()
+                self._put_waiting = True
             await self._space.wait()
 
     def end(self) -> None:
@@ -124,13 +138,6 @@ class AudioHandoff:
         with self._cond:
             self._ended = True
             self._cond.notify()
-
-    def end_with(self, audio: Audio) -> None:
-        """Queue the stream's last few samples (never waits: they are a handful)."""
-        with self._cond:
-            if not self._aborted and not self._ended:
-                self._items.append(audio)
-                self._samples += len(audio)
 
     def flush(self) -> None:
         """Ask the recognizer to finalize what it has heard so far (the stream goes on)."""
@@ -149,7 +156,7 @@ class AudioHandoff:
 
     @property
     def queued_seconds(self) -> float:
-        return self._samples / self._rate
+        return self._samples / self.sample_rate
 
     # -- recognition thread side -------------------------------------------------
 
@@ -162,11 +169,14 @@ class AudioHandoff:
             )
             if self._aborted:
                 return Batch(aborted=True)
-            batch = Batch(audio=list(self._items), ended=self._ended, flush=self._flush)
+            batch = Batch(b"".join(self._items), ended=self._ended, flush=self._flush)
             self._items.clear()
             self._samples = 0
             self._flush = False
-        if batch.audio:
+            # Wake the loop only for a waiting `put`: one wake-up per frame taken was
+            # a self-pipe write and a loop iteration per frame, per session.
+            wake, self._put_waiting = self._put_waiting, False
+        if wake:
             with contextlib.suppress(RuntimeError):  # loop already closed
                 self._loop.call_soon_threadsafe(self._space.set)
         return batch
@@ -261,6 +271,7 @@ class ProcessorRecognizer:
         return light
 
     def _run(self, handoff: AudioHandoff, emit: Emit) -> None:
+        decoder = PcmDecoder(handoff.sample_rate, ENGINE_SAMPLE_RATE)
         pending = 0  # samples since the last committing pass
         unheard = 0  # samples since the last pass of any kind
         min_samples = int(self.info.min_chunk_sec * ENGINE_SAMPLE_RATE)
@@ -268,10 +279,13 @@ class ProcessorRecognizer:
             batch = handoff.take()
             if batch.aborted:
                 return
-            for audio in batch.audio:
+            audio = decoder.decode(batch.pcm)
+            if batch.ended:  # and the resampler's last samples
+                audio = np.concatenate((audio, decoder.flush()))
+            if len(audio):
                 self.processor.insert_audio_chunk(audio)
-            pending += batch.samples
-            unheard += batch.samples
+                pending += len(audio)
+                unheard += len(audio)
             if batch.ended:
                 self._emit_final(self._timed(self.processor.finish, unheard), emit)
                 emit(CompleteEvent())
@@ -338,7 +352,7 @@ class StreamingSession:
         self.recognizer = recognizer
         self.events: asyncio.Queue[SessionEvent] = asyncio.Queue()
         self._loop = loop
-        self.sample_rate = sample_rate  # of the audio handed to the recognizer
+        self.sample_rate = sample_rate  # the client's: the hand-off carries its audio as sent
         self.handoff = AudioHandoff(int(queue_seconds * sample_rate), loop, sample_rate)
         self.thread = threading.Thread(target=self._run, name=f"asr-{session_id}", daemon=True)
         self.samples_received = 0
@@ -351,9 +365,10 @@ class StreamingSession:
         since = getattr(self.recognizer, "busy_since", None)
         return 0.0 if since is None else time.monotonic() - since
 
-    async def put_audio(self, audio: Audio) -> bool:
-        self.samples_received += len(audio)
-        return await self.handoff.put(audio)
+    async def put_audio(self, pcm: bytes) -> bool:
+        """Queue whole LINEAR16 samples at the session's rate (see `AudioHandoff.put`)."""
+        self.samples_received += len(pcm) // BYTES_PER_SAMPLE
+        return await self.handoff.put(pcm)
 
     def stop(self) -> None:
         """End of audio: finish, emit the last finals and `CompleteEvent`."""

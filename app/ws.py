@@ -23,7 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from app.asr.base import EngineInfo, Recognizer, RecognizerLoader, TextSpan
 from app.asr.registry import Registry
-from app.audio import PcmDecoder
+from app.audio import PcmFramer
 from app.auth import Authenticator
 from app.errors import (
     ASRError,
@@ -54,7 +54,6 @@ from app.session import (
     EngineLoad,
     ErrorEvent,
     ProcessorRecognizer,
-    SessionEvent,
     StreamingSession,
     TranscriptEvent,
 )
@@ -77,7 +76,7 @@ class Stream:
 
     session: StreamingSession
     plan: SessionPlan
-    decoder: PcmDecoder
+    framer: PcmFramer
     stopped: bool = False
     close_code: CloseCode = CloseCode.NORMAL  # after `complete`
     end_reason: str | None = None  # the code of a limit or shutdown that ended the stream
@@ -200,8 +199,7 @@ class StreamEndpoint:
                 plan.language_code,
                 plan.sample_rate_hertz,
             )
-            decoder = PcmDecoder(plan.sample_rate_hertz, session.sample_rate)
-            stream = Stream(session, plan, decoder, figures=figures)
+            stream = Stream(session, plan, PcmFramer(plan.sample_rate_hertz), figures=figures)
             self.streams[session_id] = stream
             self._no_streams.clear()
             outcome = await self._stream(websocket, stream)
@@ -289,7 +287,7 @@ class StreamEndpoint:
             recognizer,
             asyncio.get_running_loop(),
             queue_seconds=self.settings.audio_queue_seconds,
-            sample_rate=info.sample_rate or plan.sample_rate_hertz,
+            sample_rate=plan.sample_rate_hertz,
         )
         session.start()
         self.active.add(session)
@@ -306,8 +304,10 @@ class StreamEndpoint:
     async def _stream(self, websocket: WebSocket, stream: Stream) -> str:
         reader = asyncio.create_task(self._read(websocket, stream))
         writer = asyncio.create_task(self._write(websocket, stream))
-        done, _ = await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (reader, writer):
+        watchdog = asyncio.create_task(self._watch(stream))
+        tasks = (writer, reader, watchdog)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in tasks:
             if task not in done:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -318,13 +318,13 @@ class StreamEndpoint:
             if reader in done and not reader.cancelled():
                 reader.exception()
             return stream.end_reason or "completed"
-        for task in (writer, reader):
+        for task in tasks:
             if task in done:
                 task.result()  # re-raise ClientGone / ASRError
         return "error"
 
     async def _read(self, websocket: WebSocket, stream: Stream) -> None:
-        # No timer per message (the writer's watchdog checks for silence): rescheduling
+        # No timer per message (the watchdog task checks for silence): rescheduling
         # one on every frame was a tenth of the event loop's time with 100 sessions.
         while True:
             message = await websocket.receive()
@@ -369,11 +369,11 @@ class StreamEndpoint:
                 ),
             )
             return
-        decoder = stream.decoder
-        before = decoder.seconds_in
-        audio = decoder.decode(data)
-        metrics.audio_received.inc(decoder.seconds_in - before)
-        stream.arrivals.append((decoder.seconds_in, time.monotonic()))
+        framer = stream.framer
+        before = framer.seconds_in
+        pcm = framer.frame(data)
+        metrics.audio_received.inc(framer.seconds_in - before)
+        stream.arrivals.append((framer.seconds_in, time.monotonic()))
         backlog = stream.session.handoff.queued_seconds
         if backlog > settings.max_backlog_sec and not stream.behind:
             stream.behind = True
@@ -389,8 +389,8 @@ class StreamEndpoint:
             )
         elif backlog < settings.max_backlog_sec / 2:
             stream.behind = False
-        await stream.session.put_audio(audio)
-        if decoder.seconds_in > settings.max_session_sec:
+        await stream.session.put_audio(pcm)
+        if framer.seconds_in > settings.max_session_sec:
             self._end(
                 stream,
                 SessionTooLong(
@@ -410,9 +410,6 @@ class StreamEndpoint:
             stream.end_reason = reason.code
             stream.close_code = reason.close_code or CloseCode.NORMAL
             stream.session.events.put_nowait(ErrorEvent(_as_notice(reason)))
-        tail = stream.decoder.flush()
-        if len(tail):
-            stream.session.handoff.end_with(tail)
         stream.session.stop()
 
     def _tell_stopped(self, stream: Stream, code: str) -> None:
@@ -443,17 +440,8 @@ class StreamEndpoint:
         format_transcript = TranscriptFormatter(stream.plan)
         session = stream.session
         timeout = self.settings.send_timeout_sec
-        period = min(WATCHDOG_PERIOD_SEC, self.settings.idle_timeout_sec / 4)
         while True:
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel.
-            event: SessionEvent | None = None
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(period):
-                    event = await session.events.get()
-            self._check_engine(session)
-            self._check_idle(stream)
-            if event is None:
-                continue
+            event = await session.events.get()
             if isinstance(event, TranscriptEvent):
                 message = format_transcript(event.span, event.is_final)
                 if event.is_final:
@@ -475,6 +463,17 @@ class StreamEndpoint:
                     await websocket.close(code=int(stream.close_code))
                 logger.info("[%s] complete", session.session_id)
                 return
+
+    async def _watch(self, stream: Stream) -> None:
+        """Every second (or quarter of the idle limit): a silent client, a hung engine.
+
+        Its own task, so the writer waits on events without a timer per event.
+        """
+        period = min(WATCHDOG_PERIOD_SEC, self.settings.idle_timeout_sec / 4)
+        while True:
+            await asyncio.sleep(period)
+            self._check_engine(stream.session)
+            self._check_idle(stream)
 
     def _check_idle(self, stream: Stream) -> None:
         """End a stream whose client has sent nothing for ``IDLE_TIMEOUT_SEC``."""
@@ -526,7 +525,9 @@ def _as_notice(error: ASRError) -> ASRError:
 
 async def _send(websocket: WebSocket, text: str, within: float | None = None) -> None:
     try:
-        await asyncio.wait_for(websocket.send_text(text), within)
+        # asyncio.timeout, not wait_for: no task per message.
+        async with asyncio.timeout(within):
+            await websocket.send_text(text)
     except TimeoutError:
         logger.info("a client stopped reading for %s s; dropping the connection", within)
         raise ClientGone from None

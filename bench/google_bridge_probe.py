@@ -67,8 +67,8 @@ def install(probes: Probes) -> None:
 
     async def probed_on_audio(self: Any, stream: Any, data: bytes) -> None:
         t_in = time.monotonic_ns()
-        decoder = stream.decoder
-        end = (decoder.samples_in * 2 + decoder.pending_bytes + len(data)) // 2
+        framer = stream.framer
+        end = (framer.samples_in * 2 + framer.pending_bytes + len(data)) // 2
         with probes.lock:
             probes.frames.setdefault(id(stream.session.handoff), []).append((end, t_in))
         await on_audio(self, stream, data)

@@ -206,8 +206,6 @@ class EngineInfo:
     light_chunk_sec: float | None = None
     """The step of preview passes while the process is lightly loaded (see
     `app.session.EngineLoad`); None: no previews."""
-    sample_rate: int | None = 16_000
-    """The rate the engine takes; None takes the client's rate as it is (no resampling)."""
 
 
 class ModelLoader(Protocol):
@@ -217,7 +215,11 @@ class ModelLoader(Protocol):
 
 
 class Recognizer(Protocol):
-    """A session's engine loop; runs in the recognition thread until the hand-off ends."""
+    """A session's engine loop; runs in the recognition thread until the hand-off ends.
+
+    The hand-off gives the client's LINEAR16 bytes at the client's rate
+    (``handoff.sample_rate``), as sent; the recognizer decodes what it needs.
+    """
 
     def run(self, handoff: AudioHandoff, emit: Emit) -> None: ...
 

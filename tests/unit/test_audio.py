@@ -1,4 +1,4 @@
-"""`PcmDecoder`: s16le bytes in, 16 kHz float32 samples out."""
+"""`PcmFramer` (frames → whole s16le samples) and `PcmDecoder` (→ 16 kHz float32)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from app.audio import PcmDecoder
+from app.audio import PcmDecoder, PcmFramer
 from app.settings import ENGINE_SAMPLE_RATE
 
 
@@ -22,7 +22,9 @@ def sine(rate: int, freq: float = 440.0, seconds: float = 1.0) -> bytes:
 
 
 def decode_all(decoder: PcmDecoder, frames: list[bytes]) -> npt.NDArray[np.float32]:
-    parts = [decoder.decode(f) for f in frames] + [decoder.flush()]
+    """Frames as the service handles them: framed on the loop, decoded in the thread."""
+    framer = PcmFramer(decoder.sample_rate)
+    parts = [decoder.decode(framer.frame(f)) for f in frames] + [decoder.flush()]
     return np.concatenate(parts)
 
 
@@ -38,33 +40,45 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 
 def test_an_odd_byte_is_carried_to_the_next_frame() -> None:
     data = pcm([1000, -2000])
-    decoder = PcmDecoder(ENGINE_SAMPLE_RATE)
+    framer = PcmFramer(ENGINE_SAMPLE_RATE)
 
-    first = decoder.decode(data[:3])
-    assert first.tolist() == [1000 / 32768]
-    assert decoder.pending_bytes == 1
-    second = decoder.decode(data[3:])
-    assert second.tolist() == [-2000 / 32768]
-    assert decoder.pending_bytes == 0
-    assert decoder.samples_in == 2
-    assert decoder.seconds_in == 2 / ENGINE_SAMPLE_RATE
+    assert framer.frame(data[:3]) == data[:2]
+    assert framer.pending_bytes == 1
+    assert framer.frame(data[3:]) == data[2:]
+    assert framer.pending_bytes == 0
+    assert framer.samples_in == 2
+    assert framer.seconds_in == 2 / ENGINE_SAMPLE_RATE
+
+
+def test_framed_bytes_are_the_client_bytes_exactly() -> None:
+    """The Google bridge sends what the framer gives: the client's own bytes, in order."""
+    rng = np.random.default_rng(7)
+    data = rng.integers(-32768, 32768, 4_801, dtype=np.int64).astype("<i2").tobytes()
+    framer = PcmFramer(44_100)
+    out = [framer.frame(data[i : i + 333]) for i in range(0, len(data), 333)]
+    assert all(len(piece) % 2 == 0 for piece in out)
+    assert b"".join(out) == data
+    assert framer.samples_in == 4_801
 
 
 def test_single_bytes_decode_to_the_same_samples() -> None:
     data = pcm([1, -1, 256, -256, 12345])
-    decoder = PcmDecoder(ENGINE_SAMPLE_RATE)
-    out = np.concatenate([decoder.decode(data[i : i + 1]) for i in range(len(data))])
+    out = decode_all(PcmDecoder(ENGINE_SAMPLE_RATE), [data[i : i + 1] for i in range(len(data))])
     np.testing.assert_array_equal(out, np.array([1, -1, 256, -256, 12345]) / 32768)
+
+
+def test_the_decoder_takes_whole_samples_only() -> None:
+    with pytest.raises(ValueError, match="whole 2-byte samples"):
+        PcmDecoder(ENGINE_SAMPLE_RATE).decode(b"\x01\x02\x03")
 
 
 def test_one_byte_frames_through_the_resampler_match_one_frame() -> None:
     data = sine(48_000, seconds=0.02)
     whole = decode_all(PcmDecoder(48_000), [data])
-    decoder = PcmDecoder(48_000)
-    first = decoder.decode(data[:1])  # half a sample: nothing yet
-    assert first.size == 0 and first.dtype == np.float32
-    assert decoder.pending_bytes == 1
-    rest = decode_all(decoder, [data[i : i + 1] for i in range(1, len(data))])
+    framer = PcmFramer(48_000)
+    assert framer.frame(data[:1]) == b""  # half a sample: nothing yet
+    assert PcmDecoder(48_000).decode(b"").dtype == np.float32
+    rest = decode_all(PcmDecoder(48_000), [data[i : i + 1] for i in range(len(data))])
     assert abs(len(whole) - 320) <= 2
     assert len(rest) == len(whole)
     np.testing.assert_allclose(rest, whole, atol=1e-5)
@@ -98,8 +112,6 @@ def test_resampled_sine_keeps_its_length_and_frequency(rate: int) -> None:
 
     assert out.dtype == np.float32
     assert abs(len(out) - ENGINE_SAMPLE_RATE) <= 4
-    assert decoder.samples_in == rate
-    assert decoder.seconds_in == pytest.approx(1.0)
     assert dominant_hz(out, ENGINE_SAMPLE_RATE) == pytest.approx(440.0, abs=2.0)
     # Amplitude is kept (0.5 of full scale) away from the filter's edges.
     assert np.max(np.abs(out[1000:-1000])) == pytest.approx(0.5, abs=0.01)

@@ -27,8 +27,13 @@ SR = ENGINE_SAMPLE_RATE
 WAIT_SEC = 2.0
 
 
-def silence(seconds: float) -> Audio:
-    return np.zeros(round(seconds * SR), dtype=np.float32)
+def pcm(samples: int, value: int = 0) -> bytes:
+    """``samples`` LINEAR16 samples of ``value``, as the endpoint hands them over."""
+    return np.full(samples, value, dtype="<i2").tobytes()
+
+
+def silence(seconds: float) -> bytes:
+    return pcm(round(seconds * SR))
 
 
 @dataclass
@@ -99,8 +104,10 @@ class PreviewProcessor(ScriptedProcessor):
 class CountingHandoff(AudioHandoff):
     """Counts `take` calls, so a test knows when the thread is back waiting for audio."""
 
-    def __init__(self, capacity_samples: int, loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(capacity_samples, loop)
+    def __init__(
+        self, capacity_samples: int, loop: asyncio.AbstractEventLoop, sample_rate: int = SR
+    ) -> None:
+        super().__init__(capacity_samples, loop, sample_rate)
         self.takes = 0
 
     def take(self, timeout: float | None = None) -> Batch:
@@ -129,7 +136,7 @@ class Harness:
         )
         self.thread.start()
 
-    async def put_and_settle(self, audio: Audio) -> None:
+    async def put_and_settle(self, audio: bytes) -> None:
         """Put one chunk and wait until the thread has handled it and waits again."""
         takes = self.handoff.takes
         assert await self.handoff.put(audio)
@@ -158,11 +165,12 @@ def harness(
     start: bool = True,
     light_chunk_sec: float | None = None,
     load: EngineLoad | None = None,
+    client_rate: int = SR,
 ) -> Harness:
     loop = asyncio.get_running_loop()
     info = EngineInfo("scripted", "m", min_chunk_sec, light_chunk_sec=light_chunk_sec)
     h = Harness(
-        CountingHandoff(round(capacity_sec * SR), loop),
+        CountingHandoff(round(capacity_sec * client_rate), loop, client_rate),
         ProcessorRecognizer(processor, info, interim=interim, load=load),
     )
     if start:
@@ -276,7 +284,7 @@ async def test_audio_queued_together_is_taken_in_one_batch_and_one_pass() -> Non
     assert h.handoff.queued_seconds == pytest.approx(3.0)
     h.start()
     await until(lambda: h.handoff.takes == 2)
-    assert processor.log == [("insert", SR)] * 3 + [("iter", 3 * SR)]
+    assert processor.log == [("insert", 3 * SR), ("iter", 3 * SR)]
     assert h.handoff.queued_seconds == 0.0
     h.handoff.end()
     h.join()
@@ -340,6 +348,25 @@ async def test_audio_taken_with_the_end_goes_to_finish_without_a_pass() -> None:
     assert processor.log == [("insert", round(1.4 * SR)), ("finish", round(1.4 * SR))]
     assert h.finals == [" all"]
     assert isinstance(h.events[-1], CompleteEvent)
+
+
+async def test_the_thread_resamples_the_client_rate_to_the_engine_rate() -> None:
+    """A 48 kHz stream: the hand-off holds the client's bytes, the engine gets 16 kHz."""
+    processor = ScriptedProcessor(last=(0.0, 2.0, " all"))
+    h = await started(harness(processor, client_rate=48_000))
+    await h.put_and_settle(pcm(48_000, 1000))  # 1 s
+    assert h.handoff.queued_seconds == 0.0
+    first = processor.calls("insert")[0]
+    assert SR - 400 < first < SR  # the resampler's filter holds ~20 ms back
+    assert processor.calls("iter") == []  # not yet 1 s at the engine's rate
+    await h.put_and_settle(pcm(24_000, 1000))  # 0.5 s
+    assert processor.calls("iter") == [sum(processor.calls("insert"))]
+    h.handoff.end()
+    h.join()
+    # The end flushes the resampler: 1.5 s in, exactly 1.5 s at 16 kHz out.
+    assert sum(processor.calls("insert")) == round(1.5 * SR)
+    assert processor.calls("finish") == [round(1.5 * SR)]
+    assert h.finals == [" all"]
 
 
 # --------------------------------------------------------------------------- abort
@@ -457,11 +484,11 @@ async def test_no_interim_results_when_turned_off_or_unsupported() -> None:
 
 async def test_put_waits_while_the_queue_is_full_and_resumes_after_take() -> None:
     handoff = AudioHandoff(capacity_samples=100, loop=asyncio.get_running_loop())
-    assert await handoff.put(np.zeros(60, np.float32)) is True
-    assert await handoff.put(np.zeros(0, np.float32)) is True  # empty audio: nothing to queue
+    assert await handoff.put(pcm(60)) is True
+    assert await handoff.put(pcm(0)) is True  # empty audio: nothing to queue
     assert handoff.queued_seconds == 60 / SR
 
-    blocked = asyncio.create_task(handoff.put(np.full(50, 0.5, np.float32)))
+    blocked = asyncio.create_task(handoff.put(pcm(50, 16384)))
     await asyncio.sleep(0.05)
     assert not blocked.done()  # 60 + 50 > 100
     assert handoff.queued_seconds == 60 / SR
@@ -471,17 +498,17 @@ async def test_put_waits_while_the_queue_is_full_and_resumes_after_take() -> Non
     assert not batch.ended and not batch.aborted
     assert await asyncio.wait_for(blocked, WAIT_SEC) is True
     assert handoff.queued_seconds == 50 / SR
-    assert handoff.take().audio[0][0] == 0.5
+    assert handoff.take().pcm == pcm(50, 16384)
 
     # An empty queue takes a chunk however large, so it cannot wait forever.
-    assert await asyncio.wait_for(handoff.put(np.zeros(500, np.float32)), WAIT_SEC) is True
+    assert await asyncio.wait_for(handoff.put(pcm(500)), WAIT_SEC) is True
     assert handoff.queued_seconds == 500 / SR
 
 
 async def test_abort_releases_a_waiting_put_and_end_refuses_more_audio() -> None:
     handoff = AudioHandoff(capacity_samples=100, loop=asyncio.get_running_loop())
-    assert await handoff.put(np.zeros(100, np.float32))
-    waiting = asyncio.create_task(handoff.put(np.zeros(1, np.float32)))
+    assert await handoff.put(pcm(100))
+    waiting = asyncio.create_task(handoff.put(pcm(1)))
     await asyncio.sleep(0.02)
     assert not waiting.done()
     handoff.abort()
@@ -489,9 +516,9 @@ async def test_abort_releases_a_waiting_put_and_end_refuses_more_audio() -> None
     assert handoff.take().aborted
 
     ended = AudioHandoff(capacity_samples=100, loop=asyncio.get_running_loop())
-    assert await ended.put(np.zeros(10, np.float32))
+    assert await ended.put(pcm(10))
     ended.end()
-    assert await ended.put(np.zeros(10, np.float32)) is False
+    assert await ended.put(pcm(10)) is False
     batch = ended.take()
     assert batch.ended and batch.samples == 10
 

@@ -54,7 +54,8 @@ from google.cloud.speech_v1 import SpeechClient
 from google.cloud.speech_v1.types import cloud_speech
 
 from app.asr.base import TextSpan, TimedWord
-from app.asr.google.replay import BYTES_PER_SAMPLE, ReplayBuffer, split_requests, to_linear16
+from app.asr.google.replay import ReplayBuffer, split_requests
+from app.audio import BYTES_PER_SAMPLE
 from app.errors import (
     ASRError,
     BackendFailure,
@@ -285,9 +286,9 @@ class GoogleRecognizer:
             batch = handoff.take(timeout=self._poll_sec)
             if batch.aborted:
                 return
-            self._buffer.append(to_linear16(batch.audio))
+            self._buffer.append(batch.pcm)
             self._ended = self._ended or batch.ended
-            if batch.flush and batch.audio:
+            if batch.flush and batch.pcm:
                 self._flush_pending = True
 
     def _open_generation(self) -> Generation:
@@ -447,7 +448,7 @@ class GoogleRecognizer:
                     gen.ending = Ending.ABORT
                     gen.cancel()
                     return
-                data = to_linear16(batch.audio)
+                data = batch.pcm
                 self._buffer.append(data)
                 self._ended = self._ended or batch.ended
             now = time.monotonic()

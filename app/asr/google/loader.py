@@ -158,8 +158,7 @@ class GoogleLoader:
             backoff_sec=settings.google_reconnect_backoff_sec,
         )
         recognizer = GoogleRecognizer(self, config, sample_rate_hertz, timings)
-        # sample_rate=None: the session hands over audio at the client's own rate.
-        return recognizer, EngineInfo(backend=BACKEND, model=model, sample_rate=None)
+        return recognizer, EngineInfo(backend=BACKEND, model=model)
 
     def model_for(self, requested: str) -> str:
         """The Google model: the session's, unless it is empty or the local engine's default."""

@@ -9,28 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 
-import numpy as np
-
-from app.asr.base import Audio
-from app.audio import INT16_SCALE
-
-BYTES_PER_SAMPLE = 2
+from app.audio import BYTES_PER_SAMPLE
 
 MAX_REQUEST_BYTES = 25_000
 """Audio per ``StreamingRecognizeRequest``. Google's quota page limits a streaming
 request to 25 KB; 25,000 stays under it and is even, so no sample is split."""
-
-
-def to_linear16(chunks: Sequence[Audio]) -> bytes:
-    """Float32 samples from `app.audio.PcmDecoder` back to the client's exact int16 LE bytes."""
-    if not chunks:
-        return b""
-    audio = chunks[0] if len(chunks) == 1 else np.concatenate(chunks)
-    # The decoder divided by 32768, so multiplying back and rounding is exact.
-    pcm = np.round(audio * INT16_SCALE).clip(-32768, 32767).astype("<i2")
-    return pcm.tobytes()
 
 
 def split_requests(data: bytes, limit: int = MAX_REQUEST_BYTES) -> Iterator[bytes]:
