@@ -277,7 +277,8 @@ async def measure(
     url: str, pid: int, fake: Connection, fake_pid: int, folder: Path, n: int, seconds: float
 ) -> Result:
     fake.send("clear")
-    probe_results(folder, f"before-{n}")  # forget what came before
+    run_id = f"{n}-{time.monotonic_ns()}"  # the same N may be measured twice
+    probe_results(folder, f"before-{run_id}")  # forget what came before
     base = proc_status(pid)
     pids = {"service": pid, "fake": fake_pid, "clients": os.getpid()}
     cpu_before = {name: cpu_seconds(p) for name, p in pids.items()}
@@ -298,7 +299,7 @@ async def measure(
     sessions = [t.result() for t in tasks]
     wall = time.monotonic() - wall
     cpu = {name: round((cpu_seconds(p) - cpu_before[name]) / wall, 2) for name, p in pids.items()}
-    bridge = probe_results(folder, f"after-{n}")
+    bridge = probe_results(folder, f"after-{run_id}")
     fake.send("records")
     records = fake.recv()
     up = []
