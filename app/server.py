@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 
 from app.main import create_app
+from app.malloc import tune_malloc
 from app.settings import Settings
 from app.ws import StreamEndpoint
 
@@ -74,6 +75,7 @@ def redact_tokens_in_logs() -> None:
 
 
 def main() -> None:
+    tune_malloc()  # before any thread allocates (see app/malloc.py)
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
