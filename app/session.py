@@ -352,10 +352,9 @@ class StreamingSession:
         self.recognizer = recognizer
         self.events: asyncio.Queue[SessionEvent] = asyncio.Queue()
         self._loop = loop
-        self.sample_rate = sample_rate  # the client's: the hand-off carries its audio as sent
+        # The client's rate: the hand-off carries its audio as sent.
         self.handoff = AudioHandoff(int(queue_seconds * sample_rate), loop, sample_rate)
         self.thread = threading.Thread(target=self._run, name=f"asr-{session_id}", daemon=True)
-        self.samples_received = 0
 
     def start(self) -> None:
         self.thread.start()
@@ -367,7 +366,6 @@ class StreamingSession:
 
     async def put_audio(self, pcm: bytes) -> bool:
         """Queue whole LINEAR16 samples at the session's rate (see `AudioHandoff.put`)."""
-        self.samples_received += len(pcm) // BYTES_PER_SAMPLE
         return await self.handoff.put(pcm)
 
     def stop(self) -> None:
