@@ -423,6 +423,7 @@ async def test_auth_over_header_query_and_subprotocol(tmp_path: Path) -> None:
             with pytest.raises(urllib.error.HTTPError) as http_err:
                 urllib.request.urlopen(http + path, timeout=5)
             assert http_err.value.code == 401
+            http_err.value.close()  # it holds the response's socket (a ResourceWarning when collected)
             request = urllib.request.Request(http + path, headers={"Authorization": "Bearer k-two"})
             with urllib.request.urlopen(request, timeout=5) as resp:
                 assert resp.status == 200
