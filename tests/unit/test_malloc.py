@@ -1,4 +1,4 @@
-"""`tune_malloc`: glibc's arenas and mmap threshold, unless the operator set them."""
+"""`tune_malloc`: glibc's arena cap, unless the operator set it."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from app.malloc import ARENA_MAX, MMAP_THRESHOLD_BYTES
+from app.malloc import ARENA_MAX
 
 ROOT = Path(__file__).resolve().parents[2]
 glibc_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
@@ -34,16 +34,10 @@ def run_in_fresh_process(env: dict[str, str]) -> str:
 
 
 @glibc_only
-def test_both_settings_are_applied_by_default() -> None:
-    assert run_in_fresh_process({}) == (
-        f'{{"arena_max": {ARENA_MAX}, "mmap_threshold": {MMAP_THRESHOLD_BYTES}}}'
-    )
+def test_the_arena_cap_is_applied_by_default() -> None:
+    assert run_in_fresh_process({}) == f'{{"arena_max": {ARENA_MAX}}}'
 
 
 @glibc_only
 def test_the_operators_environment_wins() -> None:
-    assert run_in_fresh_process({"MALLOC_ARENA_MAX": "4"}) == (
-        f'{{"mmap_threshold": {MMAP_THRESHOLD_BYTES}}}'
-    )
-    both = {"MALLOC_ARENA_MAX": "4", "MALLOC_MMAP_THRESHOLD_": "65536"}
-    assert run_in_fresh_process(both) == "{}"
+    assert run_in_fresh_process({"MALLOC_ARENA_MAX": "4"}) == "{}"
