@@ -1,11 +1,16 @@
 """glibc's allocator, tuned for a long-running process with a thread per session.
 
-With glibc's defaults, every thread that allocates may get its own arena (up
-to 8 per core), and memory freed in one arena is not reused by threads of
-another; the service's RSS grew in steps over an hour of streaming while
-Python's own heap stayed flat. The service caps the arenas at `ARENA_MAX`,
-unless the environment sets glibc's own ``MALLOC_ARENA_MAX``. Elsewhere (musl,
-macOS) it does nothing.
+With glibc's defaults the service's RSS grew in steps over an hour of
+streaming while Python's own heap stayed flat: every thread that allocates
+may get its own arena (up to 8 per core), and the big buffers of engine
+passes, once freed, stay in the heap as free but resident pages. So:
+
+* `tune_malloc` caps the arenas at `ARENA_MAX` at start, unless the
+  environment sets glibc's own ``MALLOC_ARENA_MAX``;
+* `Trimmer` calls ``malloc_trim(0)`` after engine passes, at most once per
+  `TRIM_PERIOD_SEC` in the process, which hands free pages back to the system.
+
+Elsewhere (musl, macOS) both do nothing.
 
 Measured and not done: fixing the mmap threshold (``M_MMAP_THRESHOLD``) as
 well kept RSS flat over an hour, but made every engine pass slower (en_long
@@ -19,22 +24,65 @@ import ctypes
 import logging
 import os
 import sys
+import threading
+import time
+from collections.abc import Callable
 
 logger = logging.getLogger(__name__)
 
 M_ARENA_MAX = -8  # <malloc.h>
 ARENA_MAX = 2
+TRIM_PERIOD_SEC = 10.0
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt, libc.malloc_trim  # noqa: B018  (both exist: glibc)
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def tune_malloc() -> dict[str, int]:
     """Cap glibc's arenas; returns what was set (empty if not glibc or set by the operator)."""
-    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+    libc = _glibc()
+    if libc is None or "MALLOC_ARENA_MAX" in os.environ:
         return {}
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):  # not glibc
-        return {}
-    if mallopt(M_ARENA_MAX, ARENA_MAX) != 1:
+    if libc.mallopt(M_ARENA_MAX, ARENA_MAX) != 1:
         return {}
     logger.debug("glibc malloc: at most %d arenas", ARENA_MAX)
     return {"arena_max": ARENA_MAX}
+
+
+class Trimmer:
+    """``malloc_trim(0)`` at most once per ``period`` seconds, from any thread."""
+
+    def __init__(
+        self, period: float = TRIM_PERIOD_SEC, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        libc = _glibc()
+        self._trim: Callable[[int], int] | None = libc.malloc_trim if libc is not None else None
+        self._period = period
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._last = clock()
+        self.trims = 0
+
+    def maybe_trim(self) -> bool:
+        """Trim if the period has passed since the last trim; True if this call trimmed."""
+        if self._trim is None or self._clock() - self._last < self._period:
+            return False
+        if not self._lock.acquire(blocking=False):
+            return False  # another thread is trimming right now
+        try:
+            if self._clock() - self._last < self._period:
+                return False
+            self._trim(0)
+            self._last = self._clock()
+            self.trims += 1
+            return True
+        finally:
+            self._lock.release()

@@ -38,6 +38,7 @@ from app.errors import (
     SessionTooLong,
     ShuttingDown,
 )
+from app.malloc import Trimmer
 from app.messages import (
     Complete,
     ErrorMessage,
@@ -156,6 +157,7 @@ class StreamEndpoint:
         self.draining = False
         self._opening = 0
         # Local engines add preview passes while at most one session per two cores streams.
+        self.trimmer = Trimmer()
         self.engine_load = EngineLoad(light_sessions=max(1, len(os.sched_getaffinity(0)) // 2))
 
     # -- connection ------------------------------------------------------------
@@ -298,6 +300,7 @@ class StreamEndpoint:
         """Recognition thread: one engine pass done (prometheus_client is thread-safe)."""
         self.metrics.audio_transcribed.inc(audio_sec)
         self.metrics.engine_rtf.observe(spent_sec / audio_sec)
+        self.trimmer.maybe_trim()  # hand the pass's freed buffers back (app/malloc.py)
 
     # -- streaming ---------------------------------------------------------------
 
