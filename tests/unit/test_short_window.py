@@ -1,10 +1,13 @@
-"""The opt-in short encoder window (WHISPER_SHORT_WINDOW)."""
+"""Streaming passes: the short encoder window (WHISPER_SHORT_WINDOW) and one window per pass."""
 
 from __future__ import annotations
 
 import threading
+from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
+import pytest
 
 from app.asr import faster_whisper_backend as backend
 
@@ -19,8 +22,8 @@ def test_encoder_frames_are_at_least_10_s_with_a_margin_and_cap_at_30_s() -> Non
 def test_padding_follows_the_calling_threads_window_only() -> None:
     import faster_whisper.transcribe as fw_transcribe
 
-    backend._install_short_window()
-    backend._install_short_window()  # idempotent: one wrapper, not two
+    backend._install_streaming_pass()
+    backend._install_streaming_pass()  # idempotent: one wrapper, not two
     pad = fw_transcribe.pad_or_trim
     assert getattr(pad, "asr_stream_window", False)
     features = np.ones((80, 250), dtype=np.float32)
@@ -65,3 +68,46 @@ def test_a_short_window_pass_that_loops_is_redone_on_the_full_window() -> None:
     result = asr.transcribe(np.zeros(16_000, dtype=np.float32))
     assert result["text"] == " good morning"
     assert model.windows == [1000, None]
+
+
+TS = 100  # a fake tokenizer: ids from 100 on are timestamps (0.02 s each), 50 ends the text
+TOKENIZER = SimpleNamespace(timestamp_begin=TS, eot=50)
+MODEL = SimpleNamespace(time_precision=0.02, input_stride=2)
+# "<|0.00|> a b <|0.20|><|0.20|> c d": one finished segment, then one the buffer cut off.
+UNFINISHED = [TS, 1, 2, TS + 10, TS + 10, 3, 4]
+
+
+def _split(tokens: list[int], *, streaming: bool) -> tuple[list[dict[str, Any]], int, bool]:
+    import faster_whisper.transcribe as fw_transcribe
+
+    backend._install_streaming_pass()
+    backend._window.one_window = streaming
+    try:
+        return fw_transcribe.WhisperModel._split_segments_by_timestamps(  # type: ignore[no-any-return]
+            MODEL, TOKENIZER, tokens, 1.0, 800, 8.0, 0
+        )
+    finally:
+        backend._window.one_window = False
+
+
+def test_whisper_drops_an_unfinished_segment_and_seeks_back_to_decode_it_again() -> None:
+    segments, seek, done = _split(UNFINISHED, streaming=False)
+    assert [s["tokens"] for s in segments] == [[TS, 1, 2, TS + 10]]
+    assert (seek, done) == (10 * MODEL.input_stride, False)  # a second window from 0.20 s
+
+
+def test_a_streaming_pass_keeps_the_unfinished_segment_and_ends_the_window() -> None:
+    segments, seek, done = _split(UNFINISHED, streaming=True)
+    assert [s["tokens"] for s in segments] == [[TS, 1, 2, TS + 10], [TS + 10, 3, 4]]
+    assert segments[1]["start"] == pytest.approx(1.2)  # the window's offset + 0.20 s
+    assert segments[1]["end"] == pytest.approx(9.0)  # to the end of the audio
+    assert (seek, done) == (800, True)
+
+
+def test_a_streaming_pass_changes_nothing_when_whisper_finished_its_segments() -> None:
+    finished = [TS, 1, 2, TS + 10, TS + 10, 3, 4, TS + 30]
+    assert _split(finished, streaming=True) == _split(finished, streaming=False)
+    only_timestamps_after = [TS, 1, 2, TS + 10, TS + 10]  # no words after the last pair
+    segments, seek, done = _split(only_timestamps_after, streaming=True)
+    assert [s["tokens"] for s in segments] == [[TS, 1, 2, TS + 10]]
+    assert (seek, done) == (800, True)

@@ -1,0 +1,57 @@
+"""One streaming pass of the real model over real speech: one encoder window, Whisper's words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.asr import faster_whisper_backend as backend
+from app.asr.faster_whisper_loader import FasterWhisperLoader
+from app.asr.online import normalize_word
+from app.settings import Settings
+from bench.replay import ENGLISH, engine_audio
+from tests.support.commands import AUDIO
+
+pytestmark = pytest.mark.e2e
+
+
+def _pass(asr: backend.FasterWhisperASR, audio: Any, *, one_window: bool) -> tuple[list[str], int]:
+    """The words of one pass, and how many times it ran the encoder."""
+    encodes = 0
+    encode = asr.model.encode
+
+    def counting(features: Any) -> Any:
+        nonlocal encodes
+        encodes += 1
+        return encode(features)
+
+    asr.model.encode = counting
+    try:
+        if one_window:
+            result = asr.transcribe(audio)
+        else:  # faster-whisper's own loop, on the same short window
+            backend._window.frames = backend.encoder_frames(len(audio) / 16_000)
+            result = asr._transcribe(audio, "")[0]
+    finally:
+        del asr.model.encode
+        backend._window.frames = None
+    return [normalize_word(w.word) for w in asr.ts_words(result)], encodes
+
+
+def test_a_pass_keeps_the_segment_whisper_left_unfinished_instead_of_a_second_window() -> None:
+    loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
+    asr = loader.asr(ENGLISH)
+    speech = engine_audio(AUDIO / "en_long_16k.wav")
+    # Buffers of growing length until one where Whisper leaves its last segment
+    # unfinished and faster-whisper's own loop decodes it again in a second window.
+    for seconds in (12.5, 14.5, 16.5, 18.5, 20.5):
+        audio = speech[: int(seconds * 16_000)]
+        whisper_words, whisper_encodes = _pass(asr, audio, one_window=False)
+        if whisper_encodes > 1:
+            break
+    assert whisper_encodes == 2, "no buffer needed a second window: the test lost its case"
+    words, encodes = _pass(asr, audio, one_window=True)
+    assert encodes == 1
+    assert words[:4] == ["good", "morning", "everyone", "and"]
+    assert words == whisper_words  # the same words, read once
