@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # preview passes this often refresh interims between the committing passes (opt-in:
     # 0.5 showed words 0.2 s sooner but delayed some finals; see bench/results/README.md).
     min_chunk_size_light: float = Field(default=1.0, gt=0.0, le=10.0)
+    # Until a stream has committed text, agreement commits only from a pass that heard
+    # this much audio (0: from the second pass, as in whisper_streaming).
+    first_commit_sec: float = Field(default=4.0, ge=0.0, le=10.0)
     buffer_trimming: Literal["segment", "sentence"] = "segment"
     buffer_trimming_sec: float = Field(default=15.0, gt=1.0, le=28.0)
     max_buffer_sec: float = Field(default=25.0, gt=6.0, le=29.0)

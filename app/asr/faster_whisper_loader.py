@@ -128,6 +128,7 @@ class FasterWhisperLoader:
             buffer_trimming_sec=trimming_sec,
             max_buffer_sec=max(settings.max_buffer_sec, trimming_sec + 1.0),
             pause_sec=settings.vad_pause_sec,
+            first_commit_sec=settings.first_commit_sec,
         )
         speech = SpeechTimeline(SileroScorer()) if settings.streaming_vad else None
         processor = OnlineASRProcessor(self.asr(request), options, speech)

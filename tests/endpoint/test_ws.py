@@ -102,14 +102,18 @@ def test_each_session_logs_its_lag_and_real_time_factor(
         session_id = start(ws)["session_id"]
         send_audio(ws, 2.5)
         ws.send_text('{"type": "stop"}')
-        drain(ws)
+        messages, _ = drain(ws)
+    finals = [m for m in messages if m["type"] == "transcript" and m["is_final"]]
     assert wait_for(lambda: any("closed (completed)" in r.message for r in caplog.records))
     line = next(r.message for r in caplog.records if "closed (completed)" in r.message)
     match = re.search(
         r"audio ([\d.]+) s, engine real-time factor ([\d.]+), (\d+) finals, lag mean", line
     )
     assert line.startswith(f"[{session_id}]") and match, line
-    assert float(match.group(1)) == pytest.approx(2.5) and int(match.group(3)) == 3
+    # How many passes the audio took depends on how the thread batched it; the log
+    # counts the finals the client got.
+    assert float(match.group(1)) == pytest.approx(2.5)
+    assert int(match.group(3)) == len(finals) >= 2
 
 
 def test_interim_results_arrive_and_can_be_turned_off(client: TestClient) -> None:

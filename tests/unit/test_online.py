@@ -197,6 +197,41 @@ def test_a_changing_hypothesis_is_committed_only_once_it_is_stable() -> None:
     assert "round" not in d.text and "fork" not in d.text
 
 
+def test_a_word_the_older_pass_heard_cut_off_is_not_agreed_on_until_both_heard_it_whole() -> None:
+    the, during = Word(0.1, 0.4, " the"), Word(1.4, 1.8, " during")
+    d = make_processor(
+        by_call(
+            [the, Word(0.6, 1.0, " by")],  # "twi-" cut off at the end of 1 s of audio
+            [the, Word(0.6, 1.3, " by"), during],  # the same wrong word, now heard whole
+            [the, Word(0.6, 1.3, " twice"), during],
+        )
+    )
+    assert d.step() is None
+    only_the = d.step()  # "by" agrees in text, but it ends after the first pass's audio
+    assert only_the is not None
+    assert only_the.text == " the"
+    assert d.step() is None  # "by" (whole) and "twice" disagree
+    assert d.step() is not None
+    assert d.text == " the twice during"
+
+
+@pytest.mark.parametrize("first_commit_sec", [0.0, 4.0])
+def test_the_first_words_of_a_stream_wait_for_first_commit_sec_of_audio(
+    first_commit_sec: float,
+) -> None:
+    script = regular_words(24)  # w0 [0.05, 0.45], w1 [0.55, 0.95], ...
+    d = make_processor(script, ProcessorOptions(first_commit_sec=first_commit_sec))
+    first = next(k for k in range(1, 8) if d.step() is not None)
+    assert first == (2 if not first_commit_sec else 4)
+    # What the previous pass heard whole is committed: w0-w1 after 2 s, w0-w5 after 4 s.
+    assert d.text == text_of(script[: 2 * (first - 1)])
+    d.finish()
+    # Once there is committed text (the prompt), a new buffer commits from its second pass.
+    assert d.step() is None
+    assert d.step() is not None
+    assert d.processor.buffer_duration < first_commit_sec or not first_commit_sec
+
+
 def test_unconfirmed_is_the_uncommitted_tail_and_none_after_finish() -> None:
     d = make_processor([Word(0.1, 0.4, " a", prob=0.5), Word(0.6, 0.9, " b", prob=0.9)])
     assert d.processor.unconfirmed() is None  # nothing heard yet
