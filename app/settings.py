@@ -72,9 +72,9 @@ class Settings(BaseSettings):
     # OnlineASRProcessor
     min_chunk_size: float = Field(default=1.0, gt=0.0, le=10.0)
     # While the process is lightly loaded (at most one local session per two CPU cores),
-    # preview passes this often refresh interims between the committing passes (opt-in:
-    # 0.5 showed words 0.2 s sooner but delayed some finals; see bench/results/README.md).
-    min_chunk_size_light: float = Field(default=1.0, gt=0.0, le=10.0)
+    # preview passes this often refresh interims between the committing passes: first
+    # text 0.77 -> 0.48 s, finals unchanged (see bench/results/README.md). >= MIN_CHUNK_SIZE: off.
+    min_chunk_size_light: float = Field(default=0.5, gt=0.0, le=10.0)
     # Until a stream has committed text, agreement commits only from a pass that heard
     # this much audio (0: from the second pass, as in whisper_streaming).
     first_commit_sec: float = Field(default=4.0, ge=0.0, le=10.0)
