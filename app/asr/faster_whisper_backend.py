@@ -9,6 +9,7 @@ refused.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import math
 import threading
@@ -40,6 +41,16 @@ COMPRESSION_RATIO_LIMIT = 2.4
 # Per thread: the streaming pass running in it (see `_install_streaming_pass`).
 _window = threading.local()
 _patch_lock = threading.Lock()
+# faster-whisper's (private) segment splitter, as wrapped here (1.0-1.2).
+_SPLIT_PARAMETERS = [
+    "self",
+    "tokenizer",
+    "tokens",
+    "time_offset",
+    "segment_size",
+    "segment_duration",
+    "seek",
+]
 
 
 def encoder_frames(audio_seconds: float) -> int:
@@ -79,7 +90,11 @@ def _install_streaming_pass() -> None:
         fw_transcribe.pad_or_trim = pad_or_trim
 
         model_class = fw_transcribe.WhisperModel
-        split = model_class._split_segments_by_timestamps
+        split = getattr(model_class, "_split_segments_by_timestamps", None)
+        if split is None or list(inspect.signature(split).parameters) != _SPLIT_PARAMETERS:
+            # A faster-whisper whose internals moved: passes stay correct, only slower.
+            logger.warning("faster-whisper changed; streaming passes may decode twice")
+            return
 
         def split_one_window(
             self: Any,
