@@ -156,8 +156,8 @@ class StreamEndpoint:
         self._no_streams = asyncio.Event()
         self.draining = False
         self._opening = 0
-        # Local engines add preview passes while at most one session per two cores streams.
         self.trimmer = Trimmer()
+        # Local engines add preview passes while at most one session per two cores streams.
         self.engine_load = EngineLoad(light_sessions=max(1, len(os.sched_getaffinity(0)) // 2))
 
     # -- connection ------------------------------------------------------------

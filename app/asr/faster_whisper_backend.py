@@ -128,22 +128,19 @@ def _keep_unfinished(
     segment_size: int,
 ) -> tuple[list[dict[str, Any]], int, bool]:
     """Whisper's segments plus the unfinished last one; the window is done."""
-    begin = tokenizer.timestamp_begin
-    # A segment boundary is two timestamp tokens in a row; the unfinished segment
-    # starts with the second one of the last pair.
-    pairs = [i for i in range(1, len(tokens)) if tokens[i] >= begin and tokens[i - 1] >= begin]
-    if pairs:  # (no pair: faster-whisper already made all the tokens one segment)
-        tail = tokens[pairs[-1] :]
-        if any(token < tokenizer.eot for token in tail):
-            segments = [
-                *segments,
-                {
-                    "seek": seek,
-                    "start": time_offset + (tail[0] - begin) * model.time_precision,
-                    "end": time_offset + segment_duration,
-                    "tokens": tail,
-                },
-            ]
+    # Whisper's segments are consecutive slices of ``tokens`` from the start; what
+    # follows them is the unfinished segment, from its opening timestamp on.
+    tail = tokens[sum(len(segment["tokens"]) for segment in segments) :]
+    if any(token < tokenizer.eot for token in tail):
+        segments = [
+            *segments,
+            {
+                "seek": seek,
+                "start": time_offset + (tail[0] - tokenizer.timestamp_begin) * model.time_precision,
+                "end": time_offset + segment_duration,
+                "tokens": tail,
+            },
+        ]
     # "Ends with a single timestamp" tells faster-whisper that nothing is left.
     return segments, seek + segment_size, True
 
