@@ -30,6 +30,7 @@ import numpy as np
 
 from app.asr.base import (
     ASRProcessor,
+    Audio,
     EngineInfo,
     ProcessorResult,
     Recognizer,
@@ -227,10 +228,15 @@ PassObserver = Callable[[float, float], None]
 class ProcessorRecognizer:
     """Drives an `ASRProcessor`: gather `min_chunk_sec` of audio, `process_iter`, emit.
 
-    All audio queued when a pass starts goes into that pass, so an engine that
-    falls behind takes bigger steps and catches up instead of queueing more.
-    Under light load (`EngineLoad`), preview passes refresh the interim between
-    the committing ones.
+    Committing passes hear the stream up to whole steps of `min_chunk_sec`
+    (1 s, 2 s, 3 s, …), however the client's frames and the thread's wake-ups
+    split it: audio past the latest step waits for the next pass. So the same
+    audio gives the same passes and the same finals on every run, as in
+    ``bench.replay``. A pass that starts late (the engine is busy) hears every
+    whole step queued, so an engine that falls behind takes bigger steps and
+    catches up instead of queueing more. Under light load (`EngineLoad`),
+    preview passes refresh the interim between the committing ones; they hear
+    everything queued (they change no finals).
     """
 
     def __init__(
@@ -272,9 +278,19 @@ class ProcessorRecognizer:
 
     def _run(self, handoff: AudioHandoff, emit: Emit) -> None:
         decoder = PcmDecoder(handoff.sample_rate, ENGINE_SAMPLE_RATE)
-        pending = 0  # samples since the last committing pass
-        unheard = 0  # samples since the last pass of any kind
-        min_samples = int(self.info.min_chunk_sec * ENGINE_SAMPLE_RATE)
+        held: Audio = np.zeros(0, dtype=np.float32)  # decoded, not yet given to the processor
+        pending = 0  # samples given since the last committing pass
+        unheard = 0  # samples given since the last pass of any kind
+        step = max(1, int(self.info.min_chunk_sec * ENGINE_SAMPLE_RATE))
+
+        def give(samples: int) -> None:
+            nonlocal held, pending, unheard
+            if samples:
+                self.processor.insert_audio_chunk(held[:samples])
+                held = held[samples:]
+                pending += samples
+                unheard += samples
+
         while True:
             batch = handoff.take()
             if batch.aborted:
@@ -283,23 +299,25 @@ class ProcessorRecognizer:
             if batch.ended:  # and the resampler's last samples
                 audio = np.concatenate((audio, decoder.flush()))
             if len(audio):
-                self.processor.insert_audio_chunk(audio)
-                pending += len(audio)
-                unheard += len(audio)
-            if batch.ended:
+                held = np.concatenate((held, audio)) if len(held) else audio
+            if batch.ended or batch.flush:
+                give(len(held))
                 self._emit_final(self._timed(self.processor.finish, unheard), emit)
-                emit(CompleteEvent())
-                return
-            preview = self.preview_step_sec()
-            if batch.flush:
-                self._emit_final(self._timed(self.processor.finish, unheard), emit)
+                if batch.ended:
+                    emit(CompleteEvent())
+                    return
                 pending = unheard = 0
-            elif pending >= min_samples:
+                continue
+            preview = self.preview_step_sec()
+            ready = pending + len(held)
+            if ready >= step:
+                give(ready // step * step - pending)  # up to the latest whole step
                 self._emit_final(self._timed(self.processor.process_iter, unheard), emit)
                 pending = unheard = 0
                 self._emit_interim(emit)
-            elif preview is not None and unheard >= int(preview * ENGINE_SAMPLE_RATE):
+            elif preview is not None and unheard + len(held) >= int(preview * ENGINE_SAMPLE_RATE):
                 assert isinstance(self.processor, SupportsPreview)
+                give(len(held))  # all of it: still short of the next step
                 self._timed(self.processor.preview_iter, unheard)
                 unheard = 0
                 self._emit_interim(emit)

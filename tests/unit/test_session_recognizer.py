@@ -187,18 +187,18 @@ async def started(h: Harness) -> Harness:
 
 
 @pytest.mark.parametrize(
-    ("chunk_sec", "iters_after"),
+    ("chunk_sec", "iters_after", "heard_sec"),
     [
         # 0.25 s chunks: every 4th chunk makes 1 s of new audio.
-        (0.25, [0, 0, 0, 1, 1, 1, 1, 2, 2]),
-        # 0.6 s chunks: 1.2 s triggers a pass; the 0.2 s over is not carried on.
-        (0.6, [0, 1, 1, 2, 2, 3]),
-        # A chunk of 1 s or more triggers a pass every time.
-        (1.5, [1, 2, 3]),
+        (0.25, [0, 0, 0, 1, 1, 1, 1, 2, 2], [1, 2]),
+        # 0.6 s chunks: the pass at 1.2 s hears 1 s; the 0.2 s over waits for the next.
+        (0.6, [0, 1, 1, 2, 3, 3], [1, 2, 3]),
+        # A chunk of 1 s or more triggers a pass every time, up to the latest whole step.
+        (1.5, [1, 2, 3], [1, 3, 4]),
     ],
 )
-async def test_process_iter_runs_only_once_min_chunk_of_new_audio_is_gathered(
-    chunk_sec: float, iters_after: list[int]
+async def test_committing_passes_hear_whole_steps_however_the_audio_is_chunked(
+    chunk_sec: float, iters_after: list[int], heard_sec: list[int]
 ) -> None:
     processor = ScriptedProcessor()
     h = await started(harness(processor, min_chunk_sec=1.0))
@@ -209,11 +209,9 @@ async def test_process_iter_runs_only_once_min_chunk_of_new_audio_is_gathered(
     assert seen == iters_after
     h.handoff.end()
     h.join()
-    chunk = round(chunk_sec * SR)
-    per_pass = -(-SR // chunk)  # chunks needed for 1 s
-    # Each pass saw whole chunks, and the end made no extra pass.
-    assert processor.calls("iter") == [chunk * per_pass * (k + 1) for k in range(iters_after[-1])]
-    assert processor.calls("finish") == [chunk * len(iters_after)]
+    assert processor.calls("iter") == [SR * s for s in heard_sec]
+    # The end gives the processor everything, held audio included, and makes no extra pass.
+    assert processor.calls("finish") == [round(chunk_sec * SR) * len(iters_after)]
 
 
 async def test_light_load_adds_previews_between_commits_and_a_busier_process_drops_them() -> None:
@@ -356,11 +354,10 @@ async def test_the_thread_resamples_the_client_rate_to_the_engine_rate() -> None
     h = await started(harness(processor, client_rate=48_000))
     await h.put_and_settle(pcm(48_000, 1000))  # 1 s
     assert h.handoff.queued_seconds == 0.0
-    first = processor.calls("insert")[0]
-    assert SR - 400 < first < SR  # the resampler's filter holds ~20 ms back
-    assert processor.calls("iter") == []  # not yet 1 s at the engine's rate
+    # The resampler's filter holds ~20 ms back: not yet 1 s at the engine's rate.
+    assert processor.calls("iter") == []
     await h.put_and_settle(pcm(24_000, 1000))  # 0.5 s
-    assert processor.calls("iter") == [sum(processor.calls("insert"))]
+    assert processor.calls("iter") == [SR]  # one whole step at 16 kHz
     h.handoff.end()
     h.join()
     # The end flushes the resampler: 1.5 s in, exactly 1.5 s at 16 kHz out.
@@ -537,7 +534,8 @@ async def test_a_slow_recognizer_holds_back_the_sender() -> None:
 
     gate.set()  # the pass ends; the thread takes the queued second
     assert await asyncio.wait_for(third, WAIT_SEC) is True
-    await until(lambda: processor.total == round(2.5 * SR))
+    await until(lambda: processor.calls("iter") == [SR, 2 * SR])
+    await until(lambda: h.handoff.queued_seconds == 0.0)  # the last 0.5 s, short of a step
     h.handoff.end()
     h.join()
     assert processor.calls("insert") == [SR, SR, round(0.5 * SR)]
