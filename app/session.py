@@ -228,15 +228,17 @@ PassObserver = Callable[[float, float], None]
 class ProcessorRecognizer:
     """Drives an `ASRProcessor`: gather `min_chunk_sec` of audio, `process_iter`, emit.
 
-    Committing passes hear the stream up to whole steps of `min_chunk_sec`
-    (1 s, 2 s, 3 s, …), however the client's frames and the thread's wake-ups
-    split it: audio past the latest step waits for the next pass. So the same
-    audio gives the same passes and the same finals on every run, as in
-    ``bench.replay``. A pass that starts late (the engine is busy) hears every
-    whole step queued, so an engine that falls behind takes bigger steps and
-    catches up instead of queueing more. Under light load (`EngineLoad`),
-    preview passes refresh the interim between the committing ones; they hear
-    everything queued (they change no finals).
+    While the process is lightly loaded (`EngineLoad`), committing passes
+    hear the stream up to whole steps of `min_chunk_sec` (1 s, 2 s, 3 s, …),
+    however the client's frames and the thread's wake-ups split it: audio past
+    the latest step waits for the next pass. So the same audio gives the same
+    passes and the same finals on every run, as in ``bench.replay``. A pass
+    that starts late (half a step or more past a step: the engine is slow),
+    or any pass under heavier load, hears everything queued instead, so an
+    engine that falls behind takes bigger steps and catches up instead of
+    queueing more passes. Under light load, preview passes refresh the interim
+    between the committing ones; they hear everything queued (they change no
+    finals).
     """
 
     def __init__(
@@ -311,7 +313,9 @@ class ProcessorRecognizer:
             preview = self.preview_step_sec()
             ready = pending + len(held)
             if ready >= step:
-                give(ready // step * step - pending)  # up to the latest whole step
+                late = ready % step >= step // 2 or (self.load is not None and not self.load.light)
+                # Up to the latest whole step; a pass that is late hears everything.
+                give(len(held) if late else ready // step * step - pending)
                 self._emit_final(self._timed(self.processor.process_iter, unheard), emit)
                 pending = unheard = 0
                 self._emit_interim(emit)

@@ -193,12 +193,13 @@ async def started(h: Harness) -> Harness:
         (0.25, [0, 0, 0, 1, 1, 1, 1, 2, 2], [1, 2]),
         # 0.6 s chunks: the pass at 1.2 s hears 1 s; the 0.2 s over waits for the next.
         (0.6, [0, 1, 1, 2, 3, 3], [1, 2, 3]),
-        # A chunk of 1 s or more triggers a pass every time, up to the latest whole step.
-        (1.5, [1, 2, 3], [1, 3, 4]),
+        # A chunk of 1 s or more triggers a pass every time, up to the latest whole
+        # step; at 3.6 s the pass is 0.6 s (over half a step) late and hears it all.
+        (1.2, [1, 2, 3], [1, 2, 3.6]),
     ],
 )
 async def test_committing_passes_hear_whole_steps_however_the_audio_is_chunked(
-    chunk_sec: float, iters_after: list[int], heard_sec: list[int]
+    chunk_sec: float, iters_after: list[int], heard_sec: list[float]
 ) -> None:
     processor = ScriptedProcessor()
     h = await started(harness(processor, min_chunk_sec=1.0))
@@ -209,9 +210,22 @@ async def test_committing_passes_hear_whole_steps_however_the_audio_is_chunked(
     assert seen == iters_after
     h.handoff.end()
     h.join()
-    assert processor.calls("iter") == [SR * s for s in heard_sec]
+    assert processor.calls("iter") == [round(SR * s) for s in heard_sec]
     # The end gives the processor everything, held audio included, and makes no extra pass.
     assert processor.calls("finish") == [round(chunk_sec * SR) * len(iters_after)]
+
+
+async def test_under_heavier_load_a_committing_pass_hears_everything_queued() -> None:
+    """More sessions than the light load: catching up beats whole steps."""
+    load = EngineLoad(light_sessions=0)
+    processor = ScriptedProcessor()
+    h = await started(harness(processor, load=load))
+    for _ in range(3):
+        await h.put_and_settle(silence(0.6))
+    assert processor.calls("iter") == [round(1.2 * SR)]
+    h.handoff.end()
+    h.join()
+    assert processor.calls("finish") == [round(1.8 * SR)]
 
 
 async def test_light_load_adds_previews_between_commits_and_a_busier_process_drops_them() -> None:
