@@ -15,6 +15,7 @@ from types import FrameType
 
 import uvicorn
 
+from app.cpu import limit_blas_threads
 from app.main import create_app
 from app.malloc import tune_malloc
 from app.settings import Settings
@@ -76,6 +77,7 @@ def redact_tokens_in_logs() -> None:
 
 def main() -> None:
     tune_malloc()  # before any thread allocates (see app/malloc.py)
+    limit_blas_threads()  # the cores belong to the model calls (see app/cpu.py)
     settings = Settings()
     logging.basicConfig(
         level=settings.log_level.upper(),
