@@ -158,7 +158,10 @@ class StreamEndpoint:
         self._opening = 0
         self.trimmer = Trimmer()
         # Local engines add preview passes while at most one session per two cores streams.
-        self.engine_load = EngineLoad(light_sessions=max(1, len(os.sched_getaffinity(0)) // 2))
+        cores = len(os.sched_getaffinity(0))
+        self.engine_load = EngineLoad(
+            light_sessions=max(1, cores // 2), passes=settings.whisper_num_workers or cores
+        )
 
     # -- connection ------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from app.session import (
     EngineLoad,
     ProcessorRecognizer,
     SessionEvent,
+    StreamingSession,
     TranscriptEvent,
 )
 from app.settings import ENGINE_SAMPLE_RATE
@@ -286,6 +287,97 @@ async def test_no_previews_when_they_cannot_help(
     assert processor.calls("iter") == [SR]
     h.handoff.end()
     h.join()
+
+
+# --------------------------------------------------------------------------- turns
+
+
+def test_engine_turns_run_at_most_passes_at_once_in_arrival_order() -> None:
+    load = EngineLoad(light_sessions=1, passes=1)
+    assert load.begin_pass(0.0)
+    assert load.begin_pass(0.0, wait=False) is False  # taken: a preview would skip
+    assert load.begin_pass(0.01) is False  # a committing pass waits, here in vain
+    order: list[str] = []
+
+    def wait_turn(name: str) -> None:
+        assert load.begin_pass(WAIT_SEC)
+        order.append(name)
+        load.end_pass()
+
+    first = threading.Thread(target=wait_turn, args=("first",))
+    first.start()
+    deadline = time.monotonic() + WAIT_SEC
+    while not load._turns:  # first is queued before second starts
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    second = threading.Thread(target=wait_turn, args=("second",))
+    second.start()
+    while len(load._turns) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.001)
+    assert order == []  # both wait while the turn is taken
+    load.end_pass()
+    first.join(WAIT_SEC)
+    second.join(WAIT_SEC)
+    assert order == ["first", "second"]
+    assert load.running == 0 and not load._turns
+
+
+async def test_a_pass_that_waited_for_its_turn_hears_the_audio_that_came_meanwhile() -> None:
+    load = EngineLoad(light_sessions=0, passes=1)
+    processor = ScriptedProcessor()
+    h = await started(harness(processor, load=load))
+    assert load.begin_pass(0.0)  # another session's pass runs
+    assert await h.handoff.put(silence(1.0))
+    await until(lambda: len(load._turns) == 1)  # this session waits for its turn
+    assert await h.handoff.put(silence(0.7))
+    assert processor.calls("iter") == []
+    load.end_pass()
+    await until(lambda: processor.calls("iter") == [round(1.7 * SR)])
+    h.handoff.end()
+    h.join()
+    assert load.running == 0
+
+
+async def test_abort_while_waiting_for_a_turn_stops_the_thread_without_a_pass() -> None:
+    load = EngineLoad(light_sessions=0, passes=1)
+    processor = ScriptedProcessor()
+    h = await started(harness(processor, load=load))
+    assert load.begin_pass(0.0)
+    assert await h.handoff.put(silence(1.0))
+    await until(lambda: len(load._turns) == 1)
+    h.handoff.abort()
+    h.join()  # within TURN_POLL_SEC, though the turn never came
+    assert processor.calls("iter") == [] and processor.calls("finish") == []
+    load.end_pass()
+    assert load.running == 0 and not load._turns
+
+
+async def test_an_aborted_session_never_keeps_a_turn() -> None:
+    load = EngineLoad(light_sessions=0, passes=1)
+    h = harness(ScriptedProcessor(), load=load, start=False)
+    h.handoff.abort()
+    assert h.recognizer._take_turn(h.handoff, wait=True) is False  # a turn was free
+    assert h.recognizer._take_turn(h.handoff, wait=False) is False
+    assert load.running == 0 and load.begin_pass(0.0, wait=False)
+
+
+async def test_a_session_closed_in_a_hung_pass_gives_its_turn_to_the_others() -> None:
+    load = EngineLoad(light_sessions=0, passes=1)
+    gate = threading.Event()  # never set before close: the pass hangs
+    info = EngineInfo("scripted", "m", 1.0)
+    recognizer = ProcessorRecognizer(ScriptedProcessor(gate=gate), info, interim=False, load=load)
+    session = StreamingSession("hung", recognizer, asyncio.get_running_loop(), queue_seconds=30)
+    session.start()
+    assert await session.put_audio(silence(1.0))
+    await until(lambda: load.running == 1)
+    assert await session.close(grace_sec=0.05) is False  # the thread is still in its pass
+    assert load.running == 0 and load.begin_pass(0.0, wait=False)  # another session's turn
+    load.end_pass()
+    gate.set()  # the pass returns at last: its turn is not given back twice
+    session.thread.join(WAIT_SEC + 1)
+    assert not session.thread.is_alive()
+    assert load.running == 0
 
 
 async def test_audio_queued_together_is_taken_in_one_batch_and_one_pass() -> None:
