@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from prometheus_client import (
     CollectorRegistry,
@@ -48,6 +49,16 @@ class Metrics:
         )
         self.threads.set_function(
             lambda: sum(t.name.startswith("asr-") for t in threading.enumerate())
+        )
+
+    def watch_engine_turns(self, waiting: Callable[[], int], running: Callable[[], int]) -> None:
+        """Report the engine's turns (`app.session.EngineLoad`) at each scrape."""
+        r = self.registry
+        Gauge(
+            "asr_engine_passes_waiting", "Sessions waiting for a turn at the engine", registry=r
+        ).set_function(waiting)
+        Gauge("asr_engine_passes_running", "Engine passes running now", registry=r).set_function(
+            running
         )
 
     def render(self) -> bytes:

@@ -252,6 +252,11 @@ class EngineLoad:
                 self.running += 1
             return ok
 
+    @property
+    def waiting(self) -> int:
+        """Sessions waiting for a turn now."""
+        return len(self._turns)
+
     def end_pass(self) -> None:
         if self.passes is None:
             return

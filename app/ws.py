@@ -162,6 +162,8 @@ class StreamEndpoint:
         self.engine_load = EngineLoad(
             light_sessions=max(1, cores // 2), passes=settings.whisper_num_workers or cores
         )
+        load = self.engine_load
+        self.metrics.watch_engine_turns(lambda: load.waiting, lambda: load.running)
 
     # -- connection ------------------------------------------------------------
 

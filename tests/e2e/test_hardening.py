@@ -297,6 +297,9 @@ async def test_leak_check_1000_abrupt_disconnects(url: str) -> None:
         await asyncio.gather(*(_disconnect_at(url, rng.choice(stages), rng) for _ in range(20)))
     assert wait_metric(url, "asr_active_sessions", 0, timeout=30) == 0
     assert wait_metric(url, "asr_recognition_threads", threads_before, timeout=30) == threads_before
+    # Every turn at the engine was given back (an abort just after a turn once kept it).
+    assert metric(url, "asr_engine_passes_running") == 0
+    assert metric(url, "asr_engine_passes_waiting") == 0
     rss_after = _rss_kb(pid)
     print(f"\nleak check: 1000 connections, RSS {rss_before} kB -> {rss_after} kB")
     # Measured: +12 MB after the first 1000 (allocator warm-up), flat after ~3000.
