@@ -202,6 +202,10 @@ class AudioHandoff:
 # --------------------------------------------------------------------------- recognizers
 
 
+# How often a session waiting for its turn at the engine looks whether it was aborted.
+TURN_POLL_SEC = 0.1
+
+
 class EngineLoad:
     """How many processor sessions are streaming in this process: it sets their step.
 
@@ -232,25 +236,35 @@ class EngineLoad:
         self._turns: deque[object] = deque()
         self._turn_changed = threading.Condition(self._lock)
 
-    def begin_pass(self, timeout: float, *, wait: bool = True) -> bool:
-        """Wait for a turn to run a pass, at most ``timeout``; False if none came."""
+    def begin_pass(
+        self, *, wait: bool = True, cancelled: Callable[[], bool] = lambda: False
+    ) -> bool:
+        """Take a turn to run a pass; False if ``cancelled`` before one came.
+
+        ``wait``: queue for a turn in arrival order (looking at ``cancelled``
+        every `TURN_POLL_SEC`); else take one only if it is free now and
+        nobody is queued.
+        """
         if self.passes is None:
             return True
-        me = object()
         with self._lock:
-            if not wait and (self._turns or self.running >= self.passes):
-                return False
+            if not wait:
+                if self._turns or self.running >= self.passes:
+                    return False
+                self.running += 1
+                return True
+            me = object()
             self._turns.append(me)
             try:
-                ok = self._turn_changed.wait_for(
-                    lambda: self.running < (self.passes or 0) and self._turns[0] is me, timeout
-                )
+                while self.running >= self.passes or self._turns[0] is not me:
+                    if cancelled():
+                        return False
+                    self._turn_changed.wait(TURN_POLL_SEC)
+                self.running += 1
+                return True
             finally:
                 self._turns.remove(me)
                 self._turn_changed.notify_all()
-            if ok:
-                self.running += 1
-            return ok
 
     @property
     def waiting(self) -> int:
@@ -277,9 +291,6 @@ class EngineLoad:
     def light(self) -> bool:
         return self.sessions <= self.light_sessions
 
-
-# How often a session waiting for its turn at the engine looks whether it was aborted.
-TURN_POLL_SEC = 0.1
 
 PassObserver = Callable[[float, float], None]
 """Called after each engine pass with (seconds of new audio, seconds the pass took)."""
@@ -421,11 +432,7 @@ class ProcessorRecognizer:
         """
         if self.load is None:
             return not handoff.aborted
-        if wait:
-            while not self.load.begin_pass(TURN_POLL_SEC):
-                if handoff.aborted:
-                    return False
-        elif not self.load.begin_pass(0.0, wait=False):
+        if not self.load.begin_pass(wait=wait, cancelled=lambda: handoff.aborted):
             return False
         with self._turn_lock:
             self._has_turn = True

@@ -13,6 +13,7 @@ import pytest
 
 from app.asr.base import Audio, EngineInfo, ProcessorResult, TextSpan
 from app.session import (
+    TURN_POLL_SEC,
     AudioHandoff,
     Batch,
     CompleteEvent,
@@ -294,13 +295,14 @@ async def test_no_previews_when_they_cannot_help(
 
 def test_engine_turns_run_at_most_passes_at_once_in_arrival_order() -> None:
     load = EngineLoad(light_sessions=1, passes=1)
-    assert load.begin_pass(0.0)
-    assert load.begin_pass(0.0, wait=False) is False  # taken: a preview would skip
-    assert load.begin_pass(0.01) is False  # a committing pass waits, here in vain
+    assert load.begin_pass()
+    assert load.begin_pass(wait=False) is False  # taken: a preview would skip
+    assert load.begin_pass(cancelled=lambda: True) is False  # a waiting pass, aborted
+    assert load.waiting == 0
     order: list[str] = []
 
     def wait_turn(name: str) -> None:
-        assert load.begin_pass(WAIT_SEC)
+        assert load.begin_pass()
         order.append(name)
         load.end_pass()
 
@@ -315,7 +317,9 @@ def test_engine_turns_run_at_most_passes_at_once_in_arrival_order() -> None:
     while len(load._turns) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.001)
+    time.sleep(3 * TURN_POLL_SEC)  # they look for an abort meanwhile, keeping their places
     assert order == []  # both wait while the turn is taken
+    assert list(load._turns) and load.waiting == 2
     load.end_pass()
     first.join(WAIT_SEC)
     second.join(WAIT_SEC)
@@ -327,7 +331,7 @@ async def test_a_pass_that_waited_for_its_turn_hears_the_audio_that_came_meanwhi
     load = EngineLoad(light_sessions=0, passes=1)
     processor = ScriptedProcessor()
     h = await started(harness(processor, load=load))
-    assert load.begin_pass(0.0)  # another session's pass runs
+    assert load.begin_pass()  # another session's pass runs
     assert await h.handoff.put(silence(1.0))
     await until(lambda: len(load._turns) == 1)  # this session waits for its turn
     assert await h.handoff.put(silence(0.7))
@@ -343,7 +347,7 @@ async def test_abort_while_waiting_for_a_turn_stops_the_thread_without_a_pass() 
     load = EngineLoad(light_sessions=0, passes=1)
     processor = ScriptedProcessor()
     h = await started(harness(processor, load=load))
-    assert load.begin_pass(0.0)
+    assert load.begin_pass()
     assert await h.handoff.put(silence(1.0))
     await until(lambda: len(load._turns) == 1)
     h.handoff.abort()
@@ -359,7 +363,7 @@ async def test_an_aborted_session_never_keeps_a_turn() -> None:
     h.handoff.abort()
     assert h.recognizer._take_turn(h.handoff, wait=True) is False  # a turn was free
     assert h.recognizer._take_turn(h.handoff, wait=False) is False
-    assert load.running == 0 and load.begin_pass(0.0, wait=False)
+    assert load.running == 0 and load.begin_pass(wait=False)
 
 
 async def test_a_session_closed_in_a_hung_pass_gives_its_turn_to_the_others() -> None:
@@ -372,7 +376,7 @@ async def test_a_session_closed_in_a_hung_pass_gives_its_turn_to_the_others() ->
     assert await session.put_audio(silence(1.0))
     await until(lambda: load.running == 1)
     assert await session.close(grace_sec=0.05) is False  # the thread is still in its pass
-    assert load.running == 0 and load.begin_pass(0.0, wait=False)  # another session's turn
+    assert load.running == 0 and load.begin_pass(wait=False)  # another session's turn
     load.end_pass()
     gate.set()  # the pass returns at last: its turn is not given back twice
     session.thread.join(WAIT_SEC + 1)
