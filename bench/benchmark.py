@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.server import ROOT, running_server
+from bench.server import PIDS, ROOT, running_server
 from bench.stream_latency import normalize, word_error_rate
 from clients.asr_client import ASRStreamClient, StreamResult, read_wav
 
@@ -126,8 +126,14 @@ def offline_wer(name: str) -> float:
     return word_error_rate((AUDIO / name).with_suffix(".txt").read_text(), text)
 
 
-def server_rss_kb() -> int:
-    pid = int(subprocess.check_output(["pgrep", "-f", str(ROOT / "run.py"), "-n"]).split()[0])
+def server_pid(url: str) -> int:
+    """The server's pid: the one this run started, else the newest ``run.py`` (``--url``)."""
+    if url in PIDS:
+        return PIDS[url]
+    return int(subprocess.check_output(["pgrep", "-f", str(ROOT / "run.py"), "-n"]).split()[0])
+
+
+def server_rss_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     match = re.search(r"VmRSS:\s+(\d+)", status)
     return int(match.group(1)) if match else 0
@@ -187,10 +193,12 @@ async def concurrency(url: str, n: int, seconds: float) -> dict[str, Any]:
 async def soak(url: str, minutes: float) -> dict[str, Any]:
     pcm = continuous_speech(minutes * 60)
     samples: list[int] = []
+    # Fixed once: a newer run.py (a test server started meanwhile) is not this server.
+    pid = server_pid(url)
 
     async def sample() -> None:
         while True:
-            samples.append(server_rss_kb())
+            samples.append(server_rss_kb(pid))
             await asyncio.sleep(10)
 
     sampler = asyncio.create_task(sample())
