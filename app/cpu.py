@@ -13,10 +13,7 @@ An operator's own ``OPENBLAS_NUM_THREADS`` / ``OMP_NUM_THREADS`` is kept.
 
 from __future__ import annotations
 
-import logging
 import os
-
-logger = logging.getLogger(__name__)
 
 BLAS_THREADS = 1
 OPERATOR_VARIABLES = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")

@@ -170,29 +170,36 @@ class AudioHandoff:
             )
             if self._aborted:
                 return Batch(aborted=True)
-            batch = Batch(b"".join(self._items), ended=self._ended, flush=self._flush)
-            self._items.clear()
-            self._samples = 0
+            batch = Batch(self._drain(), ended=self._ended, flush=self._flush)
             self._flush = False
-            # Wake the loop only for a waiting `put`: one wake-up per frame taken was
-            # a self-pipe write and a loop iteration per frame, per session.
-            wake, self._put_waiting = self._put_waiting, False
-        if wake:
-            with contextlib.suppress(RuntimeError):  # loop already closed
-                self._loop.call_soon_threadsafe(self._space.set)
+        self._wake_put()
         return batch
 
     def take_audio(self) -> bytes:
         """Take the audio queued now, without waiting; the end, a flush or an abort stay."""
         with self._cond:
-            pcm = b"".join(self._items)
-            self._items.clear()
-            self._samples = 0
+            pcm = self._drain()
+        self._wake_put()
+        return pcm
+
+    def _drain(self) -> bytes:
+        """All queued audio, out of the queue (hold ``_cond``)."""
+        pcm = b"".join(self._items)
+        self._items.clear()
+        self._samples = 0
+        return pcm
+
+    def _wake_put(self) -> None:
+        """Wake a `put` waiting for space (after `_drain`, outside ``_cond``).
+
+        Only a waiting one: one wake-up per frame taken was a self-pipe write and
+        a loop iteration per frame, per session.
+        """
+        with self._cond:
             wake, self._put_waiting = self._put_waiting, False
         if wake:
             with contextlib.suppress(RuntimeError):  # loop already closed
                 self._loop.call_soon_threadsafe(self._space.set)
-        return pcm
 
     @property
     def aborted(self) -> bool:
