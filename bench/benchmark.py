@@ -16,8 +16,10 @@ Streams `test_audio` clips through the real WebSocket at real-time pace and prin
   stream fell behind (its last final later than FALL_BEHIND_SEC after stop);
 * server memory (RSS) over a long stream: first, last, max, and the change.
 
-The clips are espeak-ng speech made by test_audio/make_test_audio.sh (no
-recorded speech with a known text was found in a registry package).
+The clips: espeak-ng speech made by test_audio/make_test_audio.sh, and two of
+recorded speech with a known text found in registry packages (LibriVox read
+speech from pocketsphinx's sdist, JFK from the npm package nodejs-whisper;
+test_audio/make_recorded_audio.sh).
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ from bench.stream_latency import normalize, word_error_rate
 from clients.asr_client import ASRStreamClient, StreamResult, read_wav
 
 AUDIO = ROOT / "test_audio"
-SPEECH = ("en_16k.wav", "en_48k.wav", "en_long_16k.wav")
+# espeak-ng clips, then recorded speech (see test_audio/make_recorded_audio.sh)
+SPEECH = ("en_16k.wav", "en_48k.wav", "en_long_16k.wav", "librivox_16k.wav", "jfk_16k.wav")
 SAMPLE_RATE = 16_000
 FALL_BEHIND_SEC = 3.0
 NOISE_DBFS = -30.0

@@ -28,7 +28,8 @@ from bench.stream_latency import word_error_rate
 from clients.asr_client import read_wav
 
 ENGLISH = EngineRequest(backend="faster-whisper", model="", language="en", language_code="en-US")
-CLIPS = ("en_16k.wav", "en_48k.wav", "en_long_16k.wav")
+# Synthetic (espeak-ng), then recorded speech (see test_audio/make_recorded_audio.sh).
+CLIPS = ("en_16k.wav", "en_48k.wav", "en_long_16k.wav", "librivox_16k.wav", "jfk_16k.wav")
 
 
 def engine_audio(path: Path) -> np.ndarray:
