@@ -105,6 +105,12 @@ class SpeechTimeline:
         """Any speech frame overlapping ``[start, end)``."""
         return bool(self.speech[self._frame(start) : self._frame(end, math.ceil)].any())
 
+    def first_speech_start(self, start: float) -> float | None:
+        """When the first speech frame at or after ``start`` begins, or None."""
+        first = self._frame(start)
+        hits = np.flatnonzero(self.speech[first:])
+        return None if not len(hits) else self.origin + (first + hits[0]) * FRAME_SEC
+
     def last_speech_end(self) -> float | None:
         """When the last speech frame ends, or None if nothing scored is speech."""
         hits = np.flatnonzero(self.speech)

@@ -222,14 +222,29 @@ def test_the_first_words_of_a_stream_wait_for_first_commit_sec_of_audio(
     script = regular_words(24)  # w0 [0.05, 0.45], w1 [0.55, 0.95], ...
     d = make_processor(script, ProcessorOptions(first_commit_sec=first_commit_sec))
     first = next(k for k in range(1, 8) if d.step() is not None)
-    assert first == (2 if not first_commit_sec else 4)
-    # What the previous pass heard whole is committed: w0-w1 after 2 s, w0-w5 after 4 s.
+    # With 4 s, the passes at 4 s and 5 s are the first two that both heard 4 s.
+    assert first == (2 if not first_commit_sec else 5)
+    # What the previous pass heard whole is committed: w0-w1 after 2 s, w0-w7 after 5 s.
     assert d.text == text_of(script[: 2 * (first - 1)])
     d.finish()
     # Once there is committed text (the prompt), a new buffer commits from its second pass.
     assert d.step() is None
     assert d.step() is not None
     assert d.processor.buffer_duration < first_commit_sec or not first_commit_sec
+
+
+def test_an_opening_word_only_passes_over_first_commit_sec_hear_is_not_lost() -> None:
+    # Recorded speech (LibriVox): passes up to 4 s dropped the opening "And",
+    # passes from 5 s on heard it. A 3 s and a 4 s pass agreeing must not commit.
+    script = [Word(0.5, 0.7, " And"), *regular_words(12, first=1.0)]
+    short, whole = script[1:], script
+    d = make_processor(
+        by_call(short, short, short, short, whole), ProcessorOptions(first_commit_sec=4.0)
+    )
+    for _ in range(5):  # 1-5 s: the 4 s and 5 s passes disagree on the first word
+        assert d.step() is None
+    assert d.step() is not None  # 5 s and 6 s agree, "And" first
+    assert d.text.startswith(" And w0 w1")
 
 
 def test_unconfirmed_is_the_uncommitted_tail_and_none_after_finish() -> None:

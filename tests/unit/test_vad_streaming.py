@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from app.asr.online import END_PAD_SEC, OnlineASRProcessor, ProcessorOptions
+from app.asr.online import END_PAD_SEC, LEAD_IN_SEC, OnlineASRProcessor, ProcessorOptions
 from app.asr.vad import FRAME_SAMPLES, FRAME_SEC, SileroScorer, SpeechTimeline
 from tests.unit.scripted import SR, ScriptedASR, Word, regular_words, visible
 
@@ -191,6 +191,21 @@ def test_the_next_utterance_is_transcribed_without_the_committed_one() -> None:
     later = [c for c in asr.calls if c.end > 3.0]
     assert later and all(c.offset >= 1.5 - FRAME_SEC for c in later)
     assert all(c.prompt == "a b" for c in later)  # the first utterance is the prompt
+
+
+def test_the_next_utterance_is_heard_with_at_most_lead_in_sec_of_silence_before_it() -> None:
+    script = [Word(0.55, 0.95, " a"), Word(3.05, 3.45, " b")]  # 2 s of silence between
+    processor, asr = vad_processor(script)
+    chunks = [
+        np.concatenate([silence(0.5), speech(0.5)]),
+        silence(1.0),  # a pause: " a" is committed, the buffer restarts at its end
+        np.concatenate([silence(1.0), speech(0.5)]),  # speech again from 3.0 s
+        silence(1.0),
+    ]
+    assert run(processor, chunks) == " a b"
+    later = [c for c in asr.calls if c.end > 3.0]
+    assert later
+    assert all(c.offset == pytest.approx(3.0 - LEAD_IN_SEC, abs=FRAME_SEC) for c in later)
 
 
 def test_stop_after_silence_needs_no_extra_pass() -> None:
