@@ -15,7 +15,7 @@ from app.asr.base import EngineInfo, EngineRequest
 from app.asr.faster_whisper_backend import FasterWhisperASR
 from app.asr.models import BASE, BUNDLED_MODELS, TINY_EN, available, is_english_only
 from app.asr.models import resolve_model_dir as _resolve_model_dir
-from app.asr.online import OnlineASRProcessor, ProcessorOptions
+from app.asr.online import TRIM_KEEP_SEC, OnlineASRProcessor, ProcessorOptions
 from app.asr.vad import SileroScorer, SpeechTimeline
 from app.errors import ConfigError
 from app.settings import ENGINE_SAMPLE_RATE, Settings
@@ -126,6 +126,7 @@ class FasterWhisperLoader:
         options = ProcessorOptions(
             buffer_trimming=opts.buffer_trimming or settings.buffer_trimming,
             buffer_trimming_sec=trimming_sec,
+            trim_keep_sec=min(TRIM_KEEP_SEC, trimming_sec / 2),
             max_buffer_sec=max(settings.max_buffer_sec, trimming_sec + 1.0),
             pause_sec=settings.vad_pause_sec,
             first_commit_sec=settings.first_commit_sec,

@@ -359,6 +359,28 @@ def test_segment_trimming_cuts_at_a_committed_segment_end() -> None:
     assert d.text == text_of([w for w in script if w.end <= 15.0])
 
 
+@pytest.mark.parametrize(("trim_keep_sec", "cut"), [(0.0, 5.95), (3.0, 3.95), (6.5, 1.95)])
+def test_segment_trimming_keeps_trim_keep_sec_of_audio_when_a_segment_end_allows(
+    trim_keep_sec: float, cut: float
+) -> None:
+    # Segments end at 1.95, 3.95, 5.95, ...; the 7 s pass has committed w0..w11 (to 5.95).
+    script = regular_words(40, per_segment=4)
+    options = ProcessorOptions(
+        buffer_trimming_sec=6.0, max_buffer_sec=12.0, trim_keep_sec=trim_keep_sec
+    )
+    d = make_processor(script, options)
+    for _ in range(7):
+        d.step(1.0)
+    assert d.processor.hypothesis.last_committed_time == pytest.approx(5.95)
+    # 0: the latest committed segment end; 3 s: the latest that leaves 3 s;
+    # 6.5 s: none leaves that much, so the earliest, which leaves the most.
+    assert d.processor.buffer_time_offset == pytest.approx(cut)
+    for _ in range(13):
+        d.step(1.0)
+    d.finish()
+    assert d.text == text_of([w for w in script if w.end <= 20.0])
+
+
 def test_segment_trimming_never_cuts_at_the_last_segment_end() -> None:
     # Two segments of speech (w0..w3 to 1.95, w4..w7 to 3.95), then silence.
     script = regular_words(8, per_segment=4)
