@@ -9,7 +9,8 @@ Streams `test_audio` clips through the real WebSocket at real-time pace and prin
 * first text after a word ends: for each final word, when a message (interim or
   final) first covered its end, minus when that end was sent; p50/p95;
 * WER of the streamed finals vs the reference, next to the same model's offline
-  WER (faster-whisper on the whole file, same decoding settings), over repeated runs;
+  WER (faster-whisper on the whole file, same decoding settings), over repeated
+  runs: per clip, and over all clips (all errors over all reference words);
 * words emitted on 30 s of silence and on 30 s of noise;
 * `complete` after `stop`;
 * N concurrent real-time streams of continuous speech: p95 lag, and whether any
@@ -37,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from bench.server import PIDS, ROOT, running_server
-from bench.stream_latency import normalize, word_error_rate
+from bench.stream_latency import corpus_word_error_rate, normalize, word_error_rate
 from clients.asr_client import ASRStreamClient, StreamResult, read_wav
 
 AUDIO = ROOT / "test_audio"
@@ -105,7 +106,11 @@ def stop_to_complete(result: StreamResult) -> float:
     return done - result.stop_sent_at
 
 
-def offline_wer(name: str) -> float:
+def reference_text(name: str) -> str:
+    return (AUDIO / name).with_suffix(".txt").read_text()
+
+
+def offline_transcript(name: str) -> str:
     """The same model on the whole file at once (the bound streaming is judged against)."""
     from faster_whisper import WhisperModel
 
@@ -125,8 +130,7 @@ def offline_wer(name: str) -> float:
         temperature=0.0,
         vad_filter=settings.whisper_vad_filter,
     )
-    text = "".join(s.text for s in segments)
-    return word_error_rate((AUDIO / name).with_suffix(".txt").read_text(), text)
+    return "".join(s.text for s in segments)
 
 
 def server_pid(url: str) -> int:
@@ -147,15 +151,19 @@ async def single_stream_figures(url: str, runs: int) -> dict[str, Any]:
     first_text: list[float] = []
     stops: list[float] = []
     wers: dict[str, list[float]] = {name: [] for name in SPEECH}
+    pooled: list[float] = []
     for _ in range(runs):
+        pairs: list[tuple[str, str]] = []
         for name in SPEECH:
             pcm, rate = speech_pcm(name)
             result = await stream(url, pcm, rate)
             all_lags += lags(result)
             first_text += first_text_lags(result)
             stops.append(stop_to_complete(result))
-            reference = (AUDIO / name).with_suffix(".txt").read_text()
+            reference = reference_text(name)
             wers[name].append(round(word_error_rate(reference, result.transcript), 4))
+            pairs.append((reference, result.transcript))
+        pooled.append(round(corpus_word_error_rate(pairs), 4))
     return {
         "lag_p50_s": pct(all_lags, 50),
         "lag_p95_s": pct(all_lags, 95),
@@ -163,6 +171,7 @@ async def single_stream_figures(url: str, runs: int) -> dict[str, Any]:
         "first_text_after_word_p95_s": pct(first_text, 95),
         "stop_to_complete_max_s": round(max(stops), 3),
         "wer_stream": wers,
+        "wer_stream_all_clips": pooled,
     }
 
 
@@ -273,6 +282,10 @@ def table(figures: dict[str, Any]) -> str:
         ("WER streamed, per run", json.dumps(single["wer_stream"])),
         ("WER offline, same model", json.dumps(figures["wer_offline"])),
         (
+            "WER all clips, streamed per run / offline",
+            f"{single['wer_stream_all_clips']} / {figures['wer_offline_all_clips']}",
+        ),
+        (
             "words on 30 s silence / noise",
             f"{quiet['words_on_30s_silence']} / {quiet['words_on_30s_noise']}",
         ),
@@ -313,7 +326,11 @@ def main(argv: list[str] | None = None) -> int:
         with running_server() as url:
             figures = asyncio.run(run(url, args))
     if not args.soak_only:
-        figures["wer_offline"] = {name: round(offline_wer(name), 4) for name in SPEECH}
+        pairs = [(reference_text(name), offline_transcript(name)) for name in SPEECH]
+        figures["wer_offline"] = {
+            name: round(word_error_rate(*pair), 4) for name, pair in zip(SPEECH, pairs, strict=True)
+        }
+        figures["wer_offline_all_clips"] = round(corpus_word_error_rate(pairs), 4)
     figures["machine"] = {
         "cpus": len(__import__("os").sched_getaffinity(0)),
         "processor": platform.processor() or platform.machine(),

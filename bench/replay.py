@@ -5,7 +5,8 @@
 
 For each clip: WER of the committed text (what a client gets as finals) next to
 the same model's offline WER, the number of passes, and the engine seconds spent
-per second of audio (its real-time factor: 0.5 means one core streams two clips).
+per second of audio (its real-time factor: 0.5 means one core streams two clips);
+then both WERs over all clips (all errors over all reference words).
 Deterministic, so accuracy changes to the engine or to `OnlineASRProcessor` can
 be compared run against run; `bench.benchmark` gives the timing figures.
 """
@@ -24,7 +25,7 @@ from app.asr.base import EngineRequest
 from app.asr.faster_whisper_loader import FasterWhisperLoader
 from app.settings import ENGINE_SAMPLE_RATE, Settings
 from bench.server import ROOT
-from bench.stream_latency import word_error_rate
+from bench.stream_latency import corpus_word_error_rate, word_error_rate
 from clients.asr_client import read_wav
 
 ENGLISH = EngineRequest(backend="faster-whisper", model="", language="en", language_code="en-US")
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings.model_copy(update={"whisper_short_window": args.short_window})
     loader = FasterWhisperLoader(settings)
     rows = []
+    pairs: list[tuple[str, str, str]] = []  # reference, streamed, offline
     for path in args.clips or [ROOT / "test_audio" / name for name in CLIPS]:
         audio = engine_audio(path)
         reference = path.with_suffix(".txt").read_text()
@@ -107,7 +109,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.show:
             row |= {"streamed": streamed["text"], "offline": whole}
         rows.append(row)
+        pairs.append((reference, streamed["text"], whole))
         print(json.dumps(row))
+    if len(pairs) > 1:
+        pooled = {
+            "clips": len(pairs),
+            "wer_streamed": round(corpus_word_error_rate([(r, s) for r, s, _ in pairs]), 4),
+            "wer_offline": round(corpus_word_error_rate([(r, o) for r, _, o in pairs]), 4),
+        }
+        print(json.dumps(pooled))
     return 0
 
 

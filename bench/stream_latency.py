@@ -33,6 +33,15 @@ def word_error_rate(reference: str, hypothesis: str) -> float:
     return float(jiwer.wer(normalize(reference), normalize(hypothesis) or "<empty>"))
 
 
+def corpus_word_error_rate(pairs: list[tuple[str, str]]) -> float:
+    """WER over several (reference, hypothesis) pairs: all errors over all reference words."""
+    import jiwer
+
+    references = [normalize(r) for r, _ in pairs]
+    hypotheses = [normalize(h) or "<empty>" for _, h in pairs]
+    return float(jiwer.wer(references, hypotheses))
+
+
 def longest_dropped_run(reference: str, hypothesis: str) -> int:
     """The most consecutive reference words the hypothesis lost (deleted, not misheard)."""
     import jiwer
