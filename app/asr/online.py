@@ -227,8 +227,8 @@ class ProcessorOptions:
     # committed segment end allows it (0: cut at the latest one, as the original).
     trim_keep_sec: float = 0.0
     pause_sec: float = 0.5  # with voice activity: commit the utterance at a pause this long
-    # Before anything is committed (no prompt yet), agreement commits only from a
-    # pass that heard at least this much audio (0: from the second pass).
+    # Before anything is committed (no prompt yet), agreement commits only when
+    # both agreeing passes heard at least this much audio (0: from the second pass).
     first_commit_sec: float = 0.0
 
     def __post_init__(self) -> None:

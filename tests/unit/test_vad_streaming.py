@@ -57,6 +57,9 @@ def test_timeline_answers_where_speech_is() -> None:
     assert timeline.has_speech(6.0, 6.1)
     assert timeline.last_speech_end() == pytest.approx(7.048)
     assert timeline.trailing_silence() == pytest.approx(0.512)
+    assert timeline.first_speech_start(5.0) == pytest.approx(6.024)
+    assert timeline.first_speech_start(6.5) == pytest.approx(6.5, abs=FRAME_SEC)
+    assert timeline.first_speech_start(7.1) is None  # only silence after the speech
     timeline.forget_before(6.5)
     assert timeline.origin == pytest.approx(6.472) and timeline.has_speech(6.5, 7.0)
     assert timeline.last_speech_end() == pytest.approx(7.048)
