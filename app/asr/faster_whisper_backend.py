@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,15 @@ WINDOW_MARGIN_RATIO = 0.25
 # A decoded text that gzip compresses this well repeats itself: the model looped
 # (Whisper's own threshold). A short-window pass that loops is redone on 30 s.
 COMPRESSION_RATIO_LIMIT = 2.4
+# A looping pass generates until Whisper's 448-token limit: 2.5 s for 0.5 s of
+# JFK's first breath (then redone on 30 s). Speech needs far fewer tokens: ~1.3
+# a word in English, a few more elsewhere, plus two timestamps a segment; the
+# budget allows 15 a second. Capped so that a prompt of Whisper's longest (223
+# tokens, faster-whisper's cut) still fits in the 448.
+_NON_WORD = re.compile(r"[^\w']+")
+TOKENS_BASE = 20
+TOKENS_PER_SECOND = 15
+MAX_NEW_TOKENS = 220
 # Per thread: the streaming pass running in it (see `_install_streaming_pass`).
 _window = threading.local()
 _patch_lock = threading.Lock()
@@ -58,6 +68,28 @@ def encoder_frames(audio_seconds: float) -> int:
     margin = max(WINDOW_MARGIN_SEC, WINDOW_MARGIN_RATIO * audio_seconds)
     seconds = max(MIN_WINDOW_SEC, math.ceil(audio_seconds + margin))
     return min(FULL_WINDOW_FRAMES, seconds * FRAMES_PER_SECOND)
+
+
+def repeats_itself(text: str) -> bool:
+    """The text ends in a phrase of 1-3 words said at least 3 times running, 6+ words in all.
+
+    A looping pass cut short by `token_budget` is too short for the compression
+    ratio to tell ("S. S. S. S. S. S. S" on 0.5 s of breath).
+    """
+    words = [w for w in (_NON_WORD.sub("", w).casefold() for w in text.split()) if w]
+    for n in (1, 2, 3):
+        tail = words[-n:]
+        runs = 1
+        while len(words) >= (runs + 1) * n and words[-(runs + 1) * n : -runs * n] == tail:
+            runs += 1
+        if runs >= 3 and runs * n >= 6:
+            return True
+    return False
+
+
+def token_budget(audio_seconds: float) -> int:
+    """The most tokens a streaming pass may generate for a buffer this long."""
+    return min(MAX_NEW_TOKENS, TOKENS_BASE + math.ceil(TOKENS_PER_SECOND * audio_seconds))
 
 
 def _install_streaming_pass() -> None:
@@ -221,21 +253,24 @@ class FasterWhisperASR:
         if seconds >= FULL_WINDOW_FRAMES / FRAMES_PER_SECOND:  # offline-sized: Whisper's way
             return self._transcribe(audio, init_prompt)[0]
         _window.one_window = True
+        budget = token_budget(seconds)
         try:
             if self.short_window:
                 _window.frames = encoder_frames(seconds)
                 try:
-                    result, looped = self._transcribe(audio, init_prompt)
+                    result, looped = self._transcribe(audio, init_prompt, budget)
                 finally:
                     _window.frames = None
                 if not looped:
                     return result
                 logger.debug("short-window pass looped on %.1f s; redone on 30 s", seconds)
-            return self._transcribe(audio, init_prompt)[0]
+            return self._transcribe(audio, init_prompt, budget)[0]
         finally:
             _window.one_window = False
 
-    def _transcribe(self, audio: Audio, init_prompt: str) -> tuple[TranscribeResult, bool]:
+    def _transcribe(
+        self, audio: Audio, init_prompt: str, max_new_tokens: int | None = None
+    ) -> tuple[TranscribeResult, bool]:
         """The result, and whether the model looped (its text repeats itself)."""
         # faster-whisper decodes lazily: the segments are consumed in here, inside the window.
         segments, info = self.model.transcribe(
@@ -250,6 +285,7 @@ class FasterWhisperASR:
             # buffer several times and caused multi-second stalls.
             temperature=0.0,
             vad_filter=self.vad_filter,
+            max_new_tokens=max_new_tokens,
         )
         out: list[SegmentDict] = []
         looped = False
@@ -270,8 +306,10 @@ class FasterWhisperASR:
                     "no_speech_prob": seg.no_speech_prob,
                 }
             )
+        text = "".join(s["text"] for s in out)
+        looped = looped or repeats_itself(text)
         result: TranscribeResult = {
-            "text": "".join(s["text"] for s in out),
+            "text": text,
             "segments": out,
             "language": info.language,
         }

@@ -48,17 +48,20 @@ class _Segment:
 
 
 class _LoopingModel:
-    """Loops (a high compression ratio) on a short window, reads fine on 30 s."""
+    """Loops on a short window (``loop`` is its text), reads fine on 30 s."""
 
-    def __init__(self) -> None:
+    def __init__(self, loop: str = " good morning" * 20, ratio: float = 12.0) -> None:
+        self.loop, self.ratio = loop, ratio
         self.windows: list[int | None] = []
+        self.budgets: list[object] = []
 
     def transcribe(self, audio: object, **options: object) -> tuple[list[_Segment], object]:
         frames = getattr(backend._window, "frames", None)
         self.windows.append(frames)
+        self.budgets.append(options.get("max_new_tokens"))
         info = type("Info", (), {"language": "en"})()
         if frames is not None:
-            return [_Segment(" good morning" * 20, 12.0)], info
+            return [_Segment(self.loop, self.ratio)], info
         return [_Segment(" good morning", 1.1)], info
 
 
@@ -68,6 +71,40 @@ def test_a_short_window_pass_that_loops_is_redone_on_the_full_window() -> None:
     result = asr.transcribe(np.zeros(16_000, dtype=np.float32))
     assert result["text"] == " good morning"
     assert model.windows == [1000, None]
+    # Both passes were bounded: a loop stops at the budget, not at 448 tokens.
+    assert model.budgets == [backend.token_budget(1.0)] * 2
+
+
+def test_a_loop_cut_short_by_the_budget_is_told_by_its_repeats() -> None:
+    # Too short for the compression ratio (1.3), as on 0.5 s of JFK's first breath.
+    model = _LoopingModel(loop=" S. S. S. S. S. S. S", ratio=1.3)
+    asr = backend.FasterWhisperASR("en", model=model, short_window=True)
+    assert asr.transcribe(np.zeros(8_000, dtype=np.float32))["text"] == " good morning"
+    assert model.windows == [1000, None]
+
+
+@pytest.mark.parametrize(
+    ("text", "loops"),
+    [
+        (" S. S. S. S. S. S. S", True),
+        (" Good morning. Good morning. Good morning.", True),
+        (" ha ha ha ha ha ha", True),
+        (" no, no, no", False),  # people say that
+        (" very very very very", False),
+        (" And so my fellow Americans, ask not", False),
+        ("", False),
+    ],
+)
+def test_repeats_itself(text: str, loops: bool) -> None:
+    assert backend.repeats_itself(text) is loops
+
+
+def test_token_budget_grows_with_the_audio_and_leaves_room_for_the_longest_prompt() -> None:
+    assert backend.token_budget(0.5) == 28
+    assert backend.token_budget(10.0) == 170
+    assert backend.token_budget(29.0) == backend.MAX_NEW_TOKENS
+    # faster-whisper keeps at most 223 prompt tokens, plus the start tokens; 448 in all.
+    assert backend.MAX_NEW_TOKENS + 223 + 4 <= 448
 
 
 TS = 100  # a fake tokenizer: ids from 100 on are timestamps (0.02 s each), 50 ends the text
