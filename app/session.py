@@ -170,33 +170,33 @@ class AudioHandoff:
             )
             if self._aborted:
                 return Batch(aborted=True)
-            batch = Batch(self._drain(), ended=self._ended, flush=self._flush)
+            pcm, wake = self._drain()
+            batch = Batch(pcm, ended=self._ended, flush=self._flush)
             self._flush = False
-        self._wake_put()
+        self._wake_put(wake)
         return batch
 
     def take_audio(self) -> bytes:
         """Take the audio queued now, without waiting; the end, a flush or an abort stay."""
         with self._cond:
-            pcm = self._drain()
-        self._wake_put()
+            pcm, wake = self._drain()
+        self._wake_put(wake)
         return pcm
 
-    def _drain(self) -> bytes:
-        """All queued audio, out of the queue (hold ``_cond``)."""
+    def _drain(self) -> tuple[bytes, bool]:
+        """All queued audio, out of the queue, and whether a `put` waits for space.
+
+        Hold ``_cond``. Only a waiting `put` is woken: one wake-up per frame
+        taken was a self-pipe write and a loop iteration per frame, per session.
+        """
         pcm = b"".join(self._items)
         self._items.clear()
         self._samples = 0
-        return pcm
+        wake, self._put_waiting = self._put_waiting, False
+        return pcm, wake
 
-    def _wake_put(self) -> None:
-        """Wake a `put` waiting for space (after `_drain`, outside ``_cond``).
-
-        Only a waiting one: one wake-up per frame taken was a self-pipe write and
-        a loop iteration per frame, per session.
-        """
-        with self._cond:
-            wake, self._put_waiting = self._put_waiting, False
+    def _wake_put(self, wake: bool) -> None:
+        """Wake the waiting `put` (outside ``_cond``: the loop may be closed)."""
         if wake:
             with contextlib.suppress(RuntimeError):  # loop already closed
                 self._loop.call_soon_threadsafe(self._space.set)

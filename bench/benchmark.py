@@ -37,13 +37,13 @@ from typing import Any
 
 import numpy as np
 
+from bench.replay import CLIPS
 from bench.server import PIDS, ROOT, running_server
 from bench.stream_latency import corpus_word_error_rate, normalize, word_error_rate
 from clients.asr_client import ASRStreamClient, StreamResult, read_wav
 
 AUDIO = ROOT / "test_audio"
-# espeak-ng clips, then recorded speech (see test_audio/make_recorded_audio.sh)
-SPEECH = ("en_16k.wav", "en_48k.wav", "en_long_16k.wav", "librivox_16k.wav", "jfk_16k.wav")
+SPEECH = CLIPS  # the clips bench.replay measures: espeak-ng, then recorded speech
 SAMPLE_RATE = 16_000
 FALL_BEHIND_SEC = 3.0
 NOISE_DBFS = -30.0

@@ -12,13 +12,13 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-import re
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from app.asr.base import Audio, SegmentDict, TimedWord, TranscribeResult, WordDict
+from app.asr.online import normalize_word
 from app.errors import BackendUnavailable
 from app.settings import ENGINE_SAMPLE_RATE as SAMPLE_RATE
 
@@ -44,7 +44,6 @@ COMPRESSION_RATIO_LIMIT = 2.4
 # a word in English, a few more elsewhere, plus two timestamps a segment; the
 # budget allows 15 a second. Capped so that a prompt of Whisper's longest (223
 # tokens, faster-whisper's cut) still fits in the 448.
-_NON_WORD = re.compile(r"[^\w']+")
 TOKENS_BASE = 20
 TOKENS_PER_SECOND = 15
 MAX_NEW_TOKENS = 220
@@ -76,7 +75,7 @@ def repeats_itself(text: str) -> bool:
     A looping pass cut short by `token_budget` is too short for the compression
     ratio to tell ("S. S. S. S. S. S. S" on 0.5 s of breath).
     """
-    words = [w for w in (_NON_WORD.sub("", w).casefold() for w in text.split()) if w]
+    words = [w for w in map(normalize_word, text.split()) if w]
     for n in (1, 2, 3):
         tail = words[-n:]
         runs = 1
