@@ -209,15 +209,17 @@ class ASRStreamClient:
         source = _iterate(audio, rate, chunk_ms)
         try:
             async for chunk in source:
-                await ws.send(chunk)
                 sent_bytes += len(chunk)
                 sent_seconds = sent_bytes // BYTES_PER_SAMPLE / rate
-                if progress is not None:
-                    progress(sent_seconds)
                 if realtime:
+                    # As a microphone would: a chunk leaves once its last sample
+                    # has been spoken, not when its first one starts.
                     ahead = started + sent_seconds - time.monotonic()
                     if ahead > 0:
                         await asyncio.sleep(ahead)
+                await ws.send(chunk)
+                if progress is not None:
+                    progress(sent_seconds)
         except websockets.ConnectionClosed:
             return  # the receiving side reports why
         except Exception as exc:
