@@ -46,7 +46,10 @@ class Settings(BaseSettings):
     # Voice activity (Silero, bundled with faster-whisper) in the streaming engine: skip
     # silence, cut trailing silence, commit the utterance at a pause this long.
     streaming_vad: bool = True
-    vad_pause_sec: float = Field(default=0.5, ge=0.1, le=5.0)
+    # 0.5 -> 0.3 s (`bench.replay`, five clips): errors 18 -> 17 (en_long 5.7 -> 5.1 %,
+    # the rest the same), passes 17 % cheaper (shorter buffers), finals sooner.
+    # 0.2-0.3 s gave the same text; 0.35-0.5 s the old one.
+    vad_pause_sec: float = Field(default=0.3, ge=0.1, le=5.0)
 
     # Plugins: "name=module:attr" loader factories, comma-separated (see docs/BACKENDS.md);
     # installed packages can also register through the "asr_stream.backends" entry points.
