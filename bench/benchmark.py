@@ -3,11 +3,13 @@
     python -m bench.benchmark                       # starts run.py, prints a table
     python -m bench.benchmark --json out.json --streams 1,2,4,6 --soak-minutes 10
 
-Streams `test_audio` clips through the real WebSocket at real-time pace and prints:
+Streams `test_audio` clips through the real WebSocket at real-time pace (100 ms
+frames, each sent once its last sample would have been spoken, as from a
+microphone) and prints:
 
-* lag of finals (arrival − moment the end of the final's last word was sent), p50/p95;
+* lag of finals (arrival − moment the end of the final's last word was spoken), p50/p95;
 * first text after a word ends: for each final word, when a message (interim or
-  final) first covered its end, minus when that end was sent; p50/p95;
+  final) first covered its end, minus when that end was spoken; p50/p95;
 * WER of the streamed finals vs the reference, next to the same model's offline
   WER (faster-whisper on the whole file, same decoding settings), over repeated
   runs: per clip, and over all clips (all errors over all reference words);
@@ -86,7 +88,7 @@ def lags(result: StreamResult) -> list[float]:
 
 
 def first_text_lags(result: StreamResult) -> list[float]:
-    """Per final word: first message covering its end − when its end was sent."""
+    """Per final word: first message covering its end − when its end was spoken."""
     assert result.audio_started_at is not None
     transcripts = [
         r for r in result.messages if r.message.type == "transcript" and r.message.text.strip()

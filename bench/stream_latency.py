@@ -3,8 +3,9 @@
     python -m bench.stream_latency test_audio/en_16k.wav            # starts its own server
     python -m bench.stream_latency --url ws://host:8001/ws/asr-stream FILE...
 
-Lag of a final = its arrival − the moment the end of its last word was sent
-(stream start + the final's ``end``). With several files they stream at once.
+Lag of a final = its arrival − the moment the end of its last word was spoken
+(stream start + the final's ``end``; frames leave once their last sample has been
+spoken, as from a microphone). With several files they stream at once.
 Prints a table and, with ``--json``, a JSON list with one object per file.
 """
 
