@@ -117,11 +117,8 @@ def fake_server() -> Iterator[tuple[str, Connection, int]]:
 
 
 @contextlib.contextmanager
-def service(endpoint: str, folder: Path, cpus: set[int] | None = None) -> Iterator[tuple[str, int]]:
-    """``run.py`` with the bridge probes on a free port; yields (WebSocket URL, pid).
-
-    ``cpus``: the service's CPUs (default: this process's).
-    """
+def service(endpoint: str, folder: Path, cpus: set[int]) -> Iterator[tuple[str, int]]:
+    """``run.py`` with the bridge probes, on ``cpus`` and a free port; yields (URL, pid)."""
     port = free_port()
     log = folder / "service.log"
     env = {
@@ -141,7 +138,7 @@ def service(endpoint: str, folder: Path, cpus: set[int] | None = None) -> Iterat
             stdout=out,
             stderr=out,
             # Before any thread of the service exists: they all inherit it.
-            preexec_fn=None if cpus is None else lambda: os.sched_setaffinity(0, cpus),
+            preexec_fn=lambda: os.sched_setaffinity(0, cpus),
         )
         try:
             try:
