@@ -5,10 +5,12 @@
 
 For each clip: WER of the committed text (what a client gets as finals) next to
 the same model's offline WER, the number of passes, and the engine seconds spent
-per second of audio (its real-time factor: 0.5 means one core streams two clips);
-then both WERs over all clips (all errors over all reference words).
-Deterministic, so accuracy changes to the engine or to `OnlineASRProcessor` can
-be compared run against run; `bench.benchmark` gives the timing figures.
+per second of audio (its real-time factor: 0.5 means one core streams two clips),
+and the engine's part of the lag of finals (see `replay`); then both WERs and the
+lag over all clips (all errors over all reference words). The text is
+deterministic, so accuracy changes to the engine or to `OnlineASRProcessor` can
+be compared run against run; the lag moves with the machine, and
+`bench.benchmark` gives the figures through a real server.
 """
 
 from __future__ import annotations
@@ -40,6 +42,10 @@ CLIPS = (
 )
 
 
+def percentile(values: list[float], q: float) -> float | None:
+    return round(float(np.percentile(values, q)), 3) if values else None
+
+
 def engine_audio(path: Path) -> np.ndarray:
     """The clip as the engine gets it: 16 kHz float32 (soxr, as the server resamples)."""
     import soxr
@@ -52,28 +58,38 @@ def engine_audio(path: Path) -> np.ndarray:
 
 
 def replay(loader: FasterWhisperLoader, audio: np.ndarray, step: float) -> dict[str, Any]:
+    """Stream ``audio`` through a fresh processor, one pass per ``step`` of audio.
+
+    ``lags``: for each final, when it would reach a client of a server that
+    starts each pass once its step has arrived and does nothing else (the end
+    of the step, or of the previous pass if that is later, plus this pass's
+    time) minus the end of its last word: the engine's part of the lag of
+    finals, without the network, the frames or other sessions.
+    """
     request = ENGLISH
     processor, _ = loader.load(request)
     hop = int(step * ENGINE_SAMPLE_RATE)
     texts: list[str] = []
-    busy, passes = 0.0, 0
-    for at in range(0, len(audio), hop):
-        processor.insert_audio_chunk(audio[at : at + hop])
+    lags: list[float] = []
+    busy, passes, free_at = 0.0, 0, 0.0
+    for at in range(0, len(audio) + hop, hop):
+        last = at >= len(audio)
+        if not last:
+            processor.insert_audio_chunk(audio[at : at + hop])
         started = time.perf_counter()
-        span = processor.process_iter()
-        busy += time.perf_counter() - started
-        passes += 1
+        span = processor.finish() if last else processor.process_iter()
+        took = time.perf_counter() - started
+        busy += took
+        passes += not last
+        free_at = max(min(at + hop, len(audio)) / ENGINE_SAMPLE_RATE, free_at) + took
         if span is not None:
             texts.append(span.text)
-    started = time.perf_counter()
-    span = processor.finish()
-    busy += time.perf_counter() - started
-    if span is not None:
-        texts.append(span.text)
+            lags.append(free_at - span.end)
     return {
         "text": "".join(texts).strip(),
         "passes": passes,
         "rtf": round(busy / (len(audio) / ENGINE_SAMPLE_RATE), 3),
+        "lags": lags,
     }
 
 
@@ -101,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = FasterWhisperLoader(settings)
     rows = []
     pairs: list[tuple[str, str, str]] = []  # reference, streamed, offline
+    lags: list[float] = []
     for path in args.clips or [ROOT / "test_audio" / name for name in CLIPS]:
         audio = engine_audio(path)
         reference = path.with_suffix(".txt").read_text()
@@ -112,17 +129,21 @@ def main(argv: list[str] | None = None) -> int:
             "wer_offline": round(word_error_rate(reference, whole), 4),
             "passes": streamed["passes"],
             "rtf": streamed["rtf"],
+            "lag_p50_s": percentile(streamed["lags"], 50),
         }
         if args.show:
             row |= {"streamed": streamed["text"], "offline": whole}
         rows.append(row)
         pairs.append((reference, streamed["text"], whole))
+        lags += streamed["lags"]
         print(json.dumps(row))
     if len(pairs) > 1:
         pooled = {
             "clips": len(pairs),
             "wer_streamed": round(corpus_word_error_rate([(r, s) for r, s, _ in pairs]), 4),
             "wer_offline": round(corpus_word_error_rate([(r, o) for r, _, o in pairs]), 4),
+            "lag_p50_s": percentile(lags, 50),
+            "lag_p95_s": percentile(lags, 95),
         }
         print(json.dumps(pooled))
     return 0
