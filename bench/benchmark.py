@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from bench.replay import CLIPS
+from bench.replay import percentile as pct
 from bench.server import PIDS, ROOT, running_server
 from bench.stream_latency import corpus_word_error_rate, normalize, word_error_rate
 from clients.asr_client import ASRStreamClient, StreamResult, read_wav
@@ -50,12 +51,6 @@ SPEECH = CLIPS  # the clips bench.replay measures: espeak-ng, then recorded spee
 SAMPLE_RATE = 16_000
 FALL_BEHIND_SEC = 3.0
 NOISE_DBFS = -30.0
-
-
-def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return round(float(np.percentile(values, q)), 3)
 
 
 def pcm16(samples: np.ndarray) -> bytes:

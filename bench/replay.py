@@ -18,12 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from app.asr.base import EngineRequest
+from app.asr.base import EngineRequest, TextSpan
 from app.asr.faster_whisper_loader import FasterWhisperLoader
 from app.settings import ENGINE_SAMPLE_RATE, Settings
 from bench.server import ROOT
@@ -71,23 +72,27 @@ def replay(loader: FasterWhisperLoader, audio: np.ndarray, step: float) -> dict[
     hop = int(step * ENGINE_SAMPLE_RATE)
     texts: list[str] = []
     lags: list[float] = []
-    busy, passes, free_at = 0.0, 0, 0.0
-    for at in range(0, len(audio) + hop, hop):
-        last = at >= len(audio)
-        if not last:
-            processor.insert_audio_chunk(audio[at : at + hop])
+    busy, free_at = 0.0, 0.0
+
+    def timed(call: Callable[[], TextSpan | None], heard_until: float) -> None:
+        nonlocal busy, free_at
         started = time.perf_counter()
-        span = processor.finish() if last else processor.process_iter()
+        span = call()
         took = time.perf_counter() - started
         busy += took
-        passes += not last
-        free_at = max(min(at + hop, len(audio)) / ENGINE_SAMPLE_RATE, free_at) + took
+        free_at = max(heard_until, free_at) + took
         if span is not None:
             texts.append(span.text)
             lags.append(free_at - span.end)
+
+    starts = range(0, len(audio), hop)
+    for at in starts:
+        processor.insert_audio_chunk(audio[at : at + hop])
+        timed(processor.process_iter, min(at + hop, len(audio)) / ENGINE_SAMPLE_RATE)
+    timed(processor.finish, len(audio) / ENGINE_SAMPLE_RATE)
     return {
         "text": "".join(texts).strip(),
-        "passes": passes,
+        "passes": len(starts),
         "rtf": round(busy / (len(audio) / ENGINE_SAMPLE_RATE), 3),
         "lags": lags,
     }
