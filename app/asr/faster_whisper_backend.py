@@ -19,6 +19,7 @@ from typing import Any
 
 from app.asr.base import Audio, SegmentDict, TimedWord, TranscribeResult, WordDict
 from app.asr.online import normalize_word
+from app.asr.vad import GrowingBufferVad, SileroScorer
 from app.errors import BackendUnavailable
 from app.settings import ENGINE_SAMPLE_RATE as SAMPLE_RATE
 
@@ -51,6 +52,8 @@ MAX_NEW_TOKENS = 220
 _window = threading.local()
 _patch_lock = threading.Lock()
 # faster-whisper's (private) segment splitter, as wrapped here (1.0-1.2).
+# faster-whisper's Silero model, as called by its VAD filter (1.1-1.2).
+_VAD_PARAMETERS = ["self", "audio", "num_samples", "context_size_samples"]
 _SPLIT_PARAMETERS = [
     "self",
     "tokenizer",
@@ -98,6 +101,9 @@ def _install_streaming_pass() -> None:
     that fits one window; any other use of faster-whisper is untouched.
 
     * The window: padding goes to ``_window.frames`` instead of 30 s.
+    * The VAD filter: in a streaming pass faster-whisper gets ``_window.vad``, the
+      session's `GrowingBufferVad`, as its Silero model, which scores only the
+      frames the buffer gained since the last pass (same probabilities).
     * One window per pass. When the text ends in an unfinished segment (no
       closing timestamp: the buffer ends mid-speech, as it nearly always does
       in a stream), faster-whisper drops that segment and decodes the audio
@@ -119,6 +125,7 @@ def _install_streaming_pass() -> None:
 
         pad_or_trim.asr_stream_window = True  # type: ignore[attr-defined]
         fw_transcribe.pad_or_trim = pad_or_trim
+        _install_buffer_vad()
 
         model_class = fw_transcribe.WhisperModel
         split = getattr(model_class, "_split_segments_by_timestamps", None)
@@ -146,6 +153,35 @@ def _install_streaming_pass() -> None:
             )
 
         model_class._split_segments_by_timestamps = split_one_window
+
+
+def _install_buffer_vad() -> None:
+    """Make faster-whisper's VAD filter use ``_window.vad`` when a streaming pass set one."""
+    import faster_whisper.vad as fw_vad
+
+    silero = getattr(fw_vad, "SileroVADModel", None)
+    if silero is None or list(inspect.signature(silero.__call__).parameters) != _VAD_PARAMETERS:
+        # A faster-whisper that calls its VAD model differently: passes stay correct.
+        logger.warning("faster-whisper changed; streaming passes score the whole buffer")
+        return
+    silero_model = fw_vad.get_vad_model  # cached: loaded once per process
+
+    def get_vad_model() -> Any:
+        return getattr(_window, "vad", None) or silero_model()
+
+    get_vad_model.silero_model = silero_model  # type: ignore[attr-defined]
+    fw_vad.get_vad_model = get_vad_model
+
+
+def buffer_vad() -> GrowingBufferVad | None:
+    """A `GrowingBufferVad` for one stream, if faster-whisper's filter can use it."""
+    import faster_whisper.vad as fw_vad
+
+    silero_model = getattr(fw_vad.get_vad_model, "silero_model", None)
+    if silero_model is None:
+        return None
+    session = silero_model().session
+    return GrowingBufferVad(lambda: SileroScorer(session))
 
 
 def _keep_unfinished(
@@ -212,6 +248,7 @@ class FasterWhisperASR:
         _install_streaming_pass()
         self.beam_size = beam_size
         self.vad_filter = vad_filter
+        self._vad: GrowingBufferVad | None = None  # faster-whisper's VAD filter, per stream
         self.compute_type = compute_type
         self.cpu_threads = cpu_threads
         self.num_workers = num_workers
@@ -252,6 +289,9 @@ class FasterWhisperASR:
         if seconds >= FULL_WINDOW_FRAMES / FRAMES_PER_SECOND:  # offline-sized: Whisper's way
             return self._transcribe(audio, init_prompt)[0]
         _window.one_window = True
+        if self.vad_filter and self._vad is None:
+            self._vad = buffer_vad()
+        _window.vad = self._vad
         budget = token_budget(seconds)
         try:
             if self.short_window:
@@ -266,6 +306,7 @@ class FasterWhisperASR:
             return self._transcribe(audio, init_prompt, budget)[0]
         finally:
             _window.one_window = False
+            _window.vad = None
 
     def _transcribe(
         self, audio: Audio, init_prompt: str, max_new_tokens: int | None = None

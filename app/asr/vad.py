@@ -7,10 +7,13 @@ speaker paused. `SileroScorer` is the real scorer: the Silero VAD model that
 faster-whisper ships as ONNX (``faster_whisper/assets``; nothing is downloaded),
 run incrementally with its recurrent state carried from call to call, so each
 sample is scored once (about 2 ms per second of audio on one core).
+`GrowingBufferVad` gives faster-whisper's own VAD filter the same saving on a
+stream's buffer.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -45,10 +48,12 @@ class FrameScorer(Protocol):
 class SileroScorer:
     """Silero VAD over one stream; the ONNX session is shared, the state is per stream."""
 
-    def __init__(self) -> None:
-        from faster_whisper.vad import get_vad_model  # cached: loaded once per process
+    def __init__(self, session: Any = None) -> None:
+        if session is None:
+            from faster_whisper.vad import get_vad_model  # cached: loaded once per process
 
-        self._session: Any = get_vad_model().session
+            session = get_vad_model().session
+        self._session: Any = session
         self._h = np.zeros((1, 1, 128), dtype=np.float32)
         self._c = np.zeros((1, 1, 128), dtype=np.float32)
         self._context = np.zeros(CONTEXT_SAMPLES, dtype=np.float32)
@@ -63,6 +68,47 @@ class SileroScorer:
         )
         self._context = frames[-1, -CONTEXT_SAMPLES:].copy()
         return np.asarray(out, dtype=np.float32).reshape(-1)
+
+
+class GrowingBufferVad:
+    """faster-whisper's VAD-filter model for one stream's buffer: old frames are not scored again.
+
+    faster-whisper's filter scores the whole buffer, from a fresh state, on every
+    pass (18 ms for 10 s of audio, 7 % of a pass). Between two cuts a stream's
+    buffer only grows at its end, so the frames scored on the previous pass keep
+    their probabilities: only the new frames are scored, the state carried on
+    from the old ones. The probabilities are the same, bit for bit. A buffer that
+    is not the old one grown (after a cut) is scored afresh.
+
+    Called as faster-whisper calls its `SileroVADModel`: the buffer padded with
+    1 to `FRAME_SAMPLES` zeros to whole frames, so only the last frame holds padding.
+    """
+
+    def __init__(self, scorer: Callable[[], SileroScorer]) -> None:
+        self._new_scorer = scorer
+        self.frames_scored = 0  # over the stream: how much work the cache saved
+        self._reset()
+
+    def _reset(self) -> None:
+        self._scorer = self._new_scorer()  # state after the frames in `_audio`
+        self._audio = np.zeros(0, dtype=np.float32)
+        self._probs = np.zeros(0, dtype=np.float32)
+
+    def __call__(self, padded: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        frames = padded.reshape(-1, FRAME_SAMPLES)
+        whole = len(frames) - 1  # frames of audio only; the last one holds the padding
+        known = len(self._probs)
+        if known > whole or not np.array_equal(padded[: len(self._audio)], self._audio):
+            self._reset()
+            known = 0
+        if whole > known:
+            new = frames[known:whole]
+            self._probs = np.concatenate([self._probs, self._scorer(new)])
+            self._audio = np.concatenate([self._audio, new.reshape(-1)])
+        # The padded frame is scored on a copy: its state is not the stream's.
+        last = copy.copy(self._scorer)(frames[whole:])
+        self.frames_scored += whole - known + 1
+        return np.concatenate([self._probs[:whole], last])
 
 
 class SpeechTimeline:

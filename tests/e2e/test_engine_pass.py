@@ -55,3 +55,19 @@ def test_a_pass_keeps_the_segment_whisper_left_unfinished_instead_of_a_second_wi
     assert encodes == 1
     assert words[:4] == ["good", "morning", "everyone", "and"]
     assert words == whisper_words  # the same words, read once
+
+
+def test_a_pass_scores_only_the_new_audio_for_faster_whispers_vad_filter() -> None:
+    loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
+    speech = engine_audio(AUDIO / "en_long_16k.wav")
+    asr = loader.asr(ENGLISH)
+    asr.transcribe(speech[: 8 * 16_000])
+    assert asr._vad is not None
+    scored = asr._vad.frames_scored
+    grown = speech[: 9 * 16_000]
+    words = [w.word for w in asr.ts_words(asr.transcribe(grown))]
+    # One second more is 31.25 frames: 31 or 32 new frames and the padded last one.
+    assert asr._vad.frames_scored - scored in (32, 33)
+    fresh = loader.asr(ENGLISH)  # a new stream scores its whole buffer
+    assert words == [w.word for w in fresh.ts_words(fresh.transcribe(grown))]
+    assert fresh._vad is not None and fresh._vad.frames_scored == len(grown) // 512 + 1

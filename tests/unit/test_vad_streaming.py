@@ -14,7 +14,7 @@ import numpy.typing as npt
 import pytest
 
 from app.asr.online import END_PAD_SEC, LEAD_IN_SEC, OnlineASRProcessor, ProcessorOptions
-from app.asr.vad import FRAME_SAMPLES, FRAME_SEC, SileroScorer, SpeechTimeline
+from app.asr.vad import FRAME_SAMPLES, FRAME_SEC, GrowingBufferVad, SileroScorer, SpeechTimeline
 from tests.unit.scripted import SR, ScriptedASR, Word, regular_words, visible
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -93,6 +93,42 @@ def test_silero_incremental_equals_one_call_and_finds_the_speech() -> None:
     np.testing.assert_allclose(np.concatenate(seen), whole, atol=1e-5)
     assert not timeline.has_speech(0.0, 0.4)  # the clip opens with 0.5 s of silence
     assert timeline.has_speech(0.6, 2.0)
+
+
+def test_growing_buffer_vad_gives_faster_whispers_probabilities_scoring_only_new_frames() -> None:
+    from faster_whisper.utils import get_assets_path
+    from faster_whisper.vad import SileroVADModel
+
+    from clients.asr_client import read_wav
+
+    pcm, _ = read_wav(ROOT / "test_audio" / "en_16k.wav")
+    stream = np.frombuffer(pcm, dtype="<i2").astype(np.float32)[: 9 * SR] / 32768
+    silero = SileroVADModel(str(Path(get_assets_path()) / "silero_vad_v6.onnx"))
+    vad = GrowingBufferVad(lambda: SileroScorer(silero.session))
+    # (start, end) of the buffer in seconds, and whether it is the last buffer grown.
+    # It grows by whole frames and not, is cut at its start, grows again, and is
+    # cut short at its end (a pass without its trailing silence).
+    buffers = [
+        (0.0, 2.0, False),
+        (0.0, 3.0, True),
+        (0.0, 3.7, True),
+        (0.0, 3.7, True),
+        (1.5, 4.7, False),
+        (1.5, 5.5, True),
+        (1.5, 4.0, False),
+    ]
+    whole_before = 0  # frames of audio only in the last buffer
+    for start, end, grown in buffers:
+        audio = stream[int(start * SR) : int(end * SR)]
+        # Padded as faster-whisper's filter pads: 1 to FRAME_SAMPLES zeros.
+        padded = np.pad(audio, (0, FRAME_SAMPLES - len(audio) % FRAME_SAMPLES))
+        scored_before = vad.frames_scored
+        np.testing.assert_array_equal(vad(padded), silero(padded).reshape(-1))
+        frames = len(padded) // FRAME_SAMPLES
+        # The padded frame is always scored; the frames of the old buffer are not.
+        expected = frames - whole_before if grown else frames
+        assert vad.frames_scored - scored_before == expected, (start, end)
+        whole_before = frames - 1
 
 
 # --------------------------------------------------------------------------- processor
