@@ -21,6 +21,10 @@ Changes from the original, each for a failure it showed:
   committing the tail, so the last words of a stream are never lost.
 * `finish` leaves the processor ready to go on at the end of the stream, so it
   also serves to flush what was heard so far without ending the session.
+* A new hypothesis's words are told from committed ones by time, but a word
+  that ends well after the committed audio is new even if it starts inside
+  it: after a buffer cut, Whisper times the buffer's first word from the cut,
+  and the original dropped it (a lost word on a held-out clip).
 * Words are compared without case and punctuation when looking for agreement
   (``"dog"`` and ``"dog."`` agree); the newer spelling is committed.
 * Two passes agree on a word only if both heard it to its end: a word that
@@ -73,6 +77,11 @@ from app.settings import ENGINE_SAMPLE_RATE
 # A new hypothesis's words may start this much before the last committed word
 # ends (timestamps jitter between passes) and still be considered new.
 TIMESTAMP_TOLERANCE_SEC = 0.1
+# A word that starts before the last committed word ends but ends this much
+# after it is new all the same: no committed audio holds it. After a buffer cut,
+# Whisper puts the buffer's first word at the cut ("tickets" at 46.15-47.11 s,
+# after "north," was committed up to 46.31 s), and dropping it by its start lost it.
+SEAM_END_SLACK_SEC = 0.3
 # Only look for a repeated n-gram at the committed/new seam if the new
 # hypothesis starts within this long of the last committed word.
 SEAM_WINDOW_SEC = 1.0
@@ -163,7 +172,13 @@ class HypothesisBuffer:
 
     def new_words(self, words: Sequence[TimedWord]) -> list[TimedWord]:
         """The words of a hypothesis after what was already committed (changes nothing)."""
-        new = [w for w in words if w.start > self.last_committed_time - TIMESTAMP_TOLERANCE_SEC]
+        committed_until = self.last_committed_time
+        new = [
+            w
+            for w in words
+            if w.start > committed_until - TIMESTAMP_TOLERANCE_SEC
+            or w.end > committed_until + SEAM_END_SLACK_SEC
+        ]
         if new and abs(new[0].start - self.last_committed_time) < SEAM_WINDOW_SEC:
             # Whisper often repeats the last committed words at the buffer's
             # start; drop the longest n-gram that repeats the committed tail.

@@ -570,6 +570,21 @@ def test_hypothesis_buffer_drops_words_before_the_last_committed_time() -> None:
     assert [w.word for w in hb.new] == [" jitter", " x"]  # within the 0.1 s tolerance
 
 
+def test_a_word_that_ends_well_after_the_committed_audio_is_new_whatever_its_start() -> None:
+    # heldout_train: "north," committed up to 46.31 s, then the buffer was cut at
+    # 46.10 s and the next pass put its first word at the cut.
+    hb = HypothesisBuffer()
+    hb.commit_all([TimedWord(45.58, 46.31, " north,")])
+    hb.insert([TimedWord(46.15, 47.11, " tickets"), TimedWord(47.11, 47.63, " can")])
+    assert [w.word for w in hb.new] == [" tickets", " can"]
+    # Inside the committed audio, or past it by less than the slack: already committed.
+    hb.insert([TimedWord(45.9, 46.5, " north"), TimedWord(46.9, 47.6, " tickets")])
+    assert [w.word for w in hb.new] == [" tickets"]
+    # The last committed word heard again with a late end: a repeat, not a new word.
+    hb.insert([TimedWord(45.6, 46.8, " North."), TimedWord(46.9, 47.6, " tickets")])
+    assert [w.word for w in hb.new] == [" tickets"]
+
+
 # --------------------------------------------------------------------------- helpers
 
 
