@@ -10,7 +10,7 @@ from app.asr import faster_whisper_backend as backend
 from app.asr.faster_whisper_loader import FasterWhisperLoader
 from app.asr.online import normalize_word
 from app.settings import Settings
-from bench.replay import ENGLISH, engine_audio
+from bench.replay import ENGLISH, engine_audio, replay
 from tests.support.commands import AUDIO
 
 pytestmark = pytest.mark.e2e
@@ -71,3 +71,14 @@ def test_a_pass_scores_only_the_new_audio_for_faster_whispers_vad_filter() -> No
     fresh = loader.asr(ENGLISH)  # a new stream scores its whole buffer
     assert words == [w.word for w in fresh.ts_words(fresh.transcribe(grown))]
     assert fresh._vad is not None and fresh._vad.frames_scored == len(grown) // 512 + 1
+
+
+def test_the_first_word_after_a_buffer_cut_is_not_lost() -> None:
+    # heldout_train: the buffer is cut in the pause after "north," (committed to
+    # 46.31 s); the next pass times "Tickets" from the cut (46.15 s) and it was
+    # once taken for a committed word.
+    loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
+    streamed = replay(loader, engine_audio(AUDIO / "heldout_train_16k.wav"), step=1.0)["text"]
+    words = [normalize_word(w) for w in streamed.split()]
+    at = words.index("north")
+    assert words[at : at + 4] == ["north", "tickets", "can", "be"]
