@@ -13,7 +13,7 @@ import inspect
 import logging
 import math
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,9 +51,11 @@ MAX_NEW_TOKENS = 220
 # Per thread: the streaming pass running in it (see `_install_streaming_pass`).
 _window = threading.local()
 _patch_lock = threading.Lock()
-# faster-whisper's (private) segment splitter, as wrapped here (1.0-1.2).
 # faster-whisper's Silero model, as called by its VAD filter (1.1-1.2).
 _VAD_PARAMETERS = ["self", "audio", "num_samples", "context_size_samples"]
+# faster-whisper's own (cached) loader of that model, once `_install_buffer_vad` replaced it.
+_silero_model: Callable[[], Any] | None = None
+# faster-whisper's (private) segment splitter, as wrapped here (1.0-1.2).
 _SPLIT_PARAMETERS = [
     "self",
     "tokenizer",
@@ -164,23 +166,20 @@ def _install_buffer_vad() -> None:
         # A faster-whisper that calls its VAD model differently: passes stay correct.
         logger.warning("faster-whisper changed; streaming passes score the whole buffer")
         return
-    silero_model = fw_vad.get_vad_model  # cached: loaded once per process
+    global _silero_model
+    silero_model = _silero_model = fw_vad.get_vad_model  # cached: loaded once per process
 
     def get_vad_model() -> Any:
         return getattr(_window, "vad", None) or silero_model()
 
-    get_vad_model.silero_model = silero_model  # type: ignore[attr-defined]
     fw_vad.get_vad_model = get_vad_model
 
 
 def buffer_vad() -> GrowingBufferVad | None:
     """A `GrowingBufferVad` for one stream, if faster-whisper's filter can use it."""
-    import faster_whisper.vad as fw_vad
-
-    silero_model = getattr(fw_vad.get_vad_model, "silero_model", None)
-    if silero_model is None:
+    if _silero_model is None:
         return None
-    session = silero_model().session
+    session = _silero_model().session
     return GrowingBufferVad(lambda: SileroScorer(session))
 
 

@@ -179,7 +179,7 @@ class HypothesisBuffer:
             if w.start > committed_until - TIMESTAMP_TOLERANCE_SEC
             or w.end > committed_until + SEAM_END_SLACK_SEC
         ]
-        if new and abs(new[0].start - self.last_committed_time) < SEAM_WINDOW_SEC:
+        if new and abs(new[0].start - committed_until) < SEAM_WINDOW_SEC:
             # Whisper often repeats the last committed words at the buffer's
             # start; drop the longest n-gram that repeats the committed tail.
             committed = self.committed_in_buffer
