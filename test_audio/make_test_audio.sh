@@ -7,15 +7,16 @@
 # Each clip: 16-bit mono espeak-ng speech in the voice, speed (wpm) and word gap
 # its recipe below gives, with 0.5 s of silence at both ends (browsers' fake
 # microphones need a quiet start).
-# sox dithers when it resamples, so a rebuild differs from the committed clips
-# in the lowest bit (and espeak-ng versions differ more): name the clips you
-# add rather than rebuilding the committed ones, which recorded figures used.
+# sox dithers when it resamples; -R seeds the dither, so a rebuild is repeatable,
+# but the committed clips were made without it (and espeak-ng versions differ
+# more): name the clips you add rather than rebuilding the committed ones, which
+# recorded figures used.
 set -euo pipefail
 cd "$(dirname "$0")"
 espeak_clip() {  # text-file voice wpm word-gap(10 ms) rate out.wav
   local tmp; tmp=$(mktemp --suffix=.wav)
   espeak-ng -v "$2" -s "$3" -g "$4" -w "$tmp" -f "$1"
-  sox "$tmp" -r "$5" -b 16 -c 1 "$6" pad 0.5 0.5
+  sox -R "$tmp" -r "$5" -b 16 -c 1 "$6" pad 0.5 0.5
   rm -f "$tmp"
 }
 build() {  # out-file
