@@ -51,6 +51,13 @@ Changes from the original, each for a failure it showed:
     transcribed once more and committed whole, without waiting for two
     passes to agree, and the buffer restarts after it. Finals come at the
     pause, and each utterance is decoded with its full context, like offline;
+  - when that pass stopped short of the utterance (voice activity heard more
+    than ``UNHEARD_SPEECH_SEC`` of speech after its last word; tiny.en stopped
+    at "But as the" and left out the rest of a line of Sonnet 1), the buffer
+    restarts after its last word instead, and the next pass hears the rest;
+    `finish` does the same. Words the alignment timed over more than
+    ``MAX_WORD_SEC`` (over audio the decoder left out) are first shortened, so
+    their times do not cover that speech;
   - when trimming finds no finished segment to cut at (Whisper returned one
     long segment, common in fast continuous speech), the buffer is cut in the
     widest gap between committed words. Buffers past ~20 s made passes slow
@@ -105,6 +112,19 @@ SILENCE_KEEP_SEC = 0.3
 # `bench.replay` over five clips: 19 -> 18 word errors (en_16k 10.2 -> 8.2 %,
 # en_48k 7.3 -> 4.9 %, en_long one "its" became "it's", recorded speech the same).
 TRIM_KEEP_SEC = 6.0
+# A word the model times longer than this was stretched by the alignment over
+# audio the decoder did not transcribe: a pass over 13 s of Sonnet 1 stopped at
+# "But as the" and timed "as" from 9.44 s to 14.62 s, over a whole line. Its end
+# is not where the word ends (its start, for the first word of a pass: the
+# alignment pulls that one back to the buffer's start); `unstretch` keeps
+# `STRETCHED_WORD_SEC` of it at its trusted side, so the audio it covered is
+# still heard as new.
+MAX_WORD_SEC = 2.0
+STRETCHED_WORD_SEC = 0.2
+# At a pause, voice activity heard more than this much speech after the last word
+# the pass committed: the pass stopped short of the utterance, so the rest is
+# heard again instead of being cut away with the utterance.
+UNHEARD_SPEECH_SEC = 1.0
 # Silence kept before the first speech of a buffer (see `_cut_leading_silence`).
 # After 1.4 s of silence tiny.en heard JFK's "ask not" as "Just not"; 0.7-1.0 s
 # gave the offline text on all five clips of `bench.replay`, 0.3-0.5 s clipped
@@ -155,6 +175,21 @@ def to_timed_words(raw: Iterable[RawWord | tuple[float, ...]], offset: float) ->
             word = TimedWord(float(start), float(end), str(text), probability)
         words.append(word._replace(start=word.start + offset, end=word.end + offset))
     return words
+
+
+def unstretch(words: Sequence[TimedWord]) -> list[TimedWord]:
+    """Shorten words timed over more than `MAX_WORD_SEC` to their trusted side.
+
+    The first word keeps its end, any other its start (see `MAX_WORD_SEC`).
+    """
+    out = list(words)
+    for i, word in enumerate(out):
+        if word.end - word.start > MAX_WORD_SEC:
+            if i == 0:
+                out[i] = word._replace(start=word.end - STRETCHED_WORD_SEC)
+            else:
+                out[i] = word._replace(end=word.start + STRETCHED_WORD_SEC)
+    return out
 
 
 class HypothesisBuffer:
@@ -275,6 +310,7 @@ class OnlineASRProcessor:
         self._untranscribed_samples = 0
         self._preview: list[TimedWord] | None = None  # the latest preview pass's new words
         self._heard_until = offset  # where the audio of the last committing pass ended
+        self._heard_again_from = -math.inf  # see `_stopped_short`
 
     def insert_audio_chunk(self, audio: Audio) -> None:
         self.audio_buffer = np.concatenate(
@@ -350,6 +386,8 @@ class OnlineASRProcessor:
         else:
             tail = self.hypothesis.buffer
         committed = self.hypothesis.commit_all(tail)
+        if self.speech is not None:
+            committed += self._hear_rest()
         history = [*self.committed, *committed]
         self.init(offset=self.buffer_end)
         self.committed = history  # the prompt context carries on
@@ -391,7 +429,7 @@ class OnlineASRProcessor:
         return self.asr.transcribe(audio, init_prompt=self._prompt())
 
     def _words(self, result: TranscribeResult, *, at_end: bool = False) -> list[TimedWord]:
-        words = to_timed_words(self.asr.ts_words(result), self.buffer_time_offset)
+        words = unstretch(to_timed_words(self.asr.ts_words(result), self.buffer_time_offset))
         speech_end = self._speech_end() if at_end else None
         if speech_end is not None:  # a word that starts after the speech is invented
             words = [w for w in words if w.start < speech_end]
@@ -445,10 +483,36 @@ class OnlineASRProcessor:
         committed = self.hypothesis.commit_all(self.hypothesis.new)
         self.hypothesis.buffer = []
         self.committed.extend(committed)
-        speech_end = self._speech_end()
-        cut = max(self.hypothesis.last_committed_time, speech_end or self.buffer_time_offset)
+        if self._stopped_short():  # keep the rest for the next pass
+            cut = self.hypothesis.last_committed_time
+        else:
+            cut = max(self.hypothesis.last_committed_time, self._speech_end() or -math.inf)
         self._cut_at(min(cut, self.buffer_end))
         return span_of(committed, self.asr.sep)
+
+    def _stopped_short(self) -> bool:
+        """Speech after the last committed word that no pass from there has heard yet.
+
+        Voice activity heard more than `UNHEARD_SPEECH_SEC` of speech after it.
+        Once per committed point: a second pass from the same word that hears
+        nothing more means the model hears no words there (a laugh, a cough).
+        """
+        assert self.speech is not None
+        heard = self.hypothesis.last_committed_time
+        end = self.speech.last_speech_end()
+        if end is None or end - heard <= UNHEARD_SPEECH_SEC or heard <= self._heard_again_from:
+            return False
+        self._heard_again_from = heard
+        return True
+
+    def _hear_rest(self) -> list[TimedWord]:
+        """End of stream: passes from the last committed word while the last stopped short."""
+        more: list[TimedWord] = []
+        while self._stopped_short():
+            self._cut_at(self.hypothesis.last_committed_time)
+            self.hypothesis.insert(self._words(self._transcribe(at_end=True), at_end=True))
+            more += self.hypothesis.commit_all(self.hypothesis.new)
+        return more
 
     def _prompt(self) -> str:
         """Committed text that has left the buffer, as context for the model."""

@@ -82,3 +82,15 @@ def test_the_first_word_after_a_buffer_cut_is_not_lost() -> None:
     words = [normalize_word(w) for w in streamed.split()]
     at = words.index("north")
     assert words[at : at + 4] == ["north", "tickets", "can", "be"]
+
+
+def test_a_line_the_model_stopped_short_of_at_a_pause_is_heard_again() -> None:
+    # Sonnet 1 in 1.25 s steps: every pass over the second line stopped at "But as
+    # the" and timed "as" over the rest of the line; the pause pass then cut the
+    # buffer at the end of the line and lost it (12 words).
+    loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
+    streamed = replay(loader, engine_audio(AUDIO / "sonnet_16k.wav"), step=1.25)["text"]
+    words = [normalize_word(w) for w in streamed.split()]
+    line = words[words.index("as") : words.index("thou")]  # up to the next line
+    heard = [w for w in line if w in {"should", "by", "time", "tender", "bear", "memory"}]
+    assert heard == ["should", "by", "time", "tender", "bear", "memory"], streamed

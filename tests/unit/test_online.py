@@ -13,12 +13,15 @@ import pytest
 from app.asr.base import TimedWord
 from app.asr.online import (
     FORCED_CUT_KEEP_SEC,
+    MAX_WORD_SEC,
     PROMPT_CHARS,
+    STRETCHED_WORD_SEC,
     HypothesisBuffer,
     ProcessorOptions,
     normalize_word,
     span_of,
     to_timed_words,
+    unstretch,
 )
 from tests.unit.scripted import (
     EPS,
@@ -586,6 +589,23 @@ def test_a_word_that_ends_well_after_the_committed_audio_is_new_whatever_its_sta
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def test_unstretch_keeps_a_stretched_word_at_its_trusted_side() -> None:
+    long = MAX_WORD_SEC + 0.5
+    words = [
+        TimedWord(10.0, 10.0 + long, " the", 0.4),  # first: pulled back to the buffer's start
+        TimedWord(13.0, 13.4, " same"),
+        TimedWord(13.4, 13.4 + long, " as"),  # later: stretched over what was not decoded
+        TimedWord(20.0, 20.0 + MAX_WORD_SEC, " long"),  # at the limit: kept as it is
+    ]
+    assert unstretch(words) == [
+        TimedWord(10.0 + long - STRETCHED_WORD_SEC, 10.0 + long, " the", 0.4),
+        words[1],
+        TimedWord(13.4, 13.4 + STRETCHED_WORD_SEC, " as"),
+        words[3],
+    ]
+    assert unstretch([]) == []
 
 
 def test_to_timed_words_accepts_3_and_4_tuples_and_shifts_by_offset() -> None:

@@ -7,15 +7,22 @@ when its peak passes 0.05, so a test lays out speech and silence by seconds.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 import pytest
 
-from app.asr.online import END_PAD_SEC, LEAD_IN_SEC, OnlineASRProcessor, ProcessorOptions
+from app.asr.online import (
+    END_PAD_SEC,
+    LEAD_IN_SEC,
+    STRETCHED_WORD_SEC,
+    OnlineASRProcessor,
+    ProcessorOptions,
+)
 from app.asr.vad import FRAME_SAMPLES, FRAME_SEC, GrowingBufferVad, SileroScorer, SpeechTimeline
-from tests.unit.scripted import SR, ScriptedASR, Word, regular_words, visible
+from tests.unit.scripted import SR, Call, Hypothesis, ScriptedASR, Word, regular_words, visible
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -296,3 +303,57 @@ def test_a_long_utterance_is_cut_in_a_pause_voice_activity_heard() -> None:
     assert cuts and longest <= 7.0 + 1e-6
     # Every cut lies inside a pause: [k*4 + 3.744, k*4 + 4.0).
     assert all(3.744 - 1e-6 <= cut % 4.0 < 4.0 for cut in cuts), cuts
+
+
+def stops_short_from_start(script: Sequence[Word], keep: int, before: float) -> Hypothesis:
+    """A model whose passes from before ``before`` s stop after ``keep`` words.
+
+    As tiny.en did on Sonnet 1 ("But as the", and no more of the line), the
+    alignment then stretches the last word it gave over the audio it left out.
+    """
+
+    def hear(call: Call) -> list[Word]:
+        words = visible(script, call)
+        if call.offset >= before or len(words) <= keep:
+            return words
+        last = words[keep - 1]
+        return [*words[: keep - 1], replace(last, end=call.end - 0.05)]
+
+    return hear
+
+
+def test_a_pause_pass_that_stops_short_is_followed_by_a_pass_over_the_rest() -> None:
+    script = regular_words(8, first=0.5)  # w0..w7 over [0.55, 4.45]
+    asr = ScriptedASR(stops_short_from_start(script, keep=3, before=1.0))
+    processor = OnlineASRProcessor(asr, None, SpeechTimeline(LoudScorer()))
+    asr.offset = lambda: processor.buffer_time_offset
+    chunks = [np.concatenate([silence(0.5), speech(4.0)]), silence(0.7), silence(0.5)]
+    assert run(processor, chunks) == "".join(f" w{k}" for k in range(8))
+    # The pause pass gave w0 w1 and w2 timed to the end of the speech; the buffer
+    # was cut after w2's start, not at the end of the utterance, and heard again.
+    pause_pass, again = asr.calls[1], asr.calls[2]
+    assert pause_pass.offset == 0.0
+    assert again.offset == pytest.approx(1.55 + STRETCHED_WORD_SEC)
+    assert len(asr.calls) == 3
+
+
+def test_speech_the_model_hears_as_nothing_is_heard_again_once() -> None:
+    # w0 w1, then 2 s of loud audio the model transcribes as nothing (a laugh).
+    script = regular_words(2, first=0.5)
+    processor, asr = vad_processor(script)
+    chunks = [np.concatenate([silence(0.5), speech(3.0)]), silence(0.7), silence(0.5)]
+    assert run(processor, chunks) == " w0 w1"
+    assert asr.calls[2].offset == pytest.approx(1.45)  # from the last word, once
+    assert len(asr.calls) == 3
+    assert processor.buffer_time_offset >= 3.5 - FRAME_SEC  # then the laugh was cut
+
+
+def test_finish_hears_the_rest_when_its_pass_stops_short() -> None:
+    script = regular_words(8, first=0.5)
+    asr = ScriptedASR(stops_short_from_start(script, keep=3, before=1.0))
+    processor = OnlineASRProcessor(asr, None, SpeechTimeline(LoudScorer()))
+    asr.offset = lambda: processor.buffer_time_offset
+    processor.insert_audio_chunk(np.concatenate([silence(0.5), speech(4.0), silence(0.4)]))
+    span = processor.finish()  # the client stops before any pass
+    assert span is not None and span.text == "".join(f" w{k}" for k in range(8))
+    assert [c.offset for c in asr.calls] == [0.0, pytest.approx(1.55 + STRETCHED_WORD_SEC)]
