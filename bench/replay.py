@@ -10,8 +10,8 @@ per second of audio (its real-time factor: 0.5 means one core streams two clips)
 and the engine's part of the lag of finals (see `replay`); then both WERs and the
 lag over all clips (all errors over all reference words), and when both kinds
 of speech are in the run, the WERs over the recorded and over the synthetic
-clips. The text is deterministic, so accuracy changes to the engine or to `OnlineASRProcessor` can
-be compared run against run; the lag moves with the machine, and
+clips. The text is deterministic, so accuracy changes to the engine or to
+`OnlineASRProcessor` can be compared run against run; the lag moves with the machine, and
 `bench.benchmark` gives the figures through a real server.
 """
 
@@ -169,12 +169,10 @@ def main(argv: list[str] | None = None) -> int:
         pairs.append((reference, streamed["text"], whole))
         lags += streamed["lags"]
         print(json.dumps(row))
-    groups = {kind(str(row["clip"])) for row in rows}
-    if len(groups) > 1:  # each kind of speech pooled on its own, then all together
-        for group in sorted(groups):
-            chosen = [
-                pair for pair, row in zip(pairs, rows, strict=True) if kind(row["clip"]) == group
-            ]
+    kinds = [kind(str(row["clip"])) for row in rows]
+    if len(set(kinds)) > 1:  # each kind of speech pooled on its own, then all together
+        for group in sorted(set(kinds)):
+            chosen = [pair for pair, k in zip(pairs, kinds, strict=True) if k == group]
             print(json.dumps({"speech": group} | pooled(chosen)))
     if len(pairs) > 1:
         print(

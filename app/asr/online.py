@@ -375,9 +375,7 @@ class OnlineASRProcessor:
             # needs another pass: a client usually stops after a moment of silence.
             unheard_from = self.buffer_end - self._untranscribed_samples / ENGINE_SAMPLE_RATE
             if self.speech.has_speech(unheard_from + FRAME_SEC, self.buffer_end + FRAME_SEC):
-                result = self._transcribe(at_end=True)
-                self.hypothesis.insert(self._words(result, at_end=True))
-                tail = self.hypothesis.new
+                tail = self._pass_to_speech_end()
             else:
                 tail = self.hypothesis.buffer
         elif self._untranscribed_samples and len(self.audio_buffer):
@@ -478,9 +476,7 @@ class OnlineASRProcessor:
 
     def _commit_utterance(self) -> TextSpan | None:
         """A pause: transcribe the utterance once more and commit all of it."""
-        result = self._transcribe(at_end=True)
-        self.hypothesis.insert(self._words(result, at_end=True))
-        committed = self.hypothesis.commit_all(self.hypothesis.new)
+        committed = self.hypothesis.commit_all(self._pass_to_speech_end())
         self.hypothesis.buffer = []
         self.committed.extend(committed)
         if self._stopped_short():  # keep the rest for the next pass
@@ -510,9 +506,13 @@ class OnlineASRProcessor:
         more: list[TimedWord] = []
         while self._stopped_short():
             self._cut_at(self.hypothesis.last_committed_time)
-            self.hypothesis.insert(self._words(self._transcribe(at_end=True), at_end=True))
-            more += self.hypothesis.commit_all(self.hypothesis.new)
+            more += self.hypothesis.commit_all(self._pass_to_speech_end())
         return more
+
+    def _pass_to_speech_end(self) -> list[TimedWord]:
+        """A pass without the buffer's trailing silence; its words after the committed ones."""
+        self.hypothesis.insert(self._words(self._transcribe(at_end=True), at_end=True))
+        return self.hypothesis.new
 
     def _prompt(self) -> str:
         """Committed text that has left the buffer, as context for the model."""
