@@ -16,7 +16,9 @@ import re
 import time
 import uuid
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -61,10 +63,14 @@ from app.session import (
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _PUNCTUATION = re.compile(r"[^\w\s'-]+", re.UNICODE)
 TIME_DECIMALS = 3
 WATCHDOG_PERIOD_SEC = 1.0
+# The reader stops reading a client while this many events wait for the writer (a
+# client that floods bad messages and never reads made memory grow without bound).
+MAX_UNSENT_EVENTS = 256
 
 
 class ClientGone(Exception):
@@ -87,6 +93,8 @@ class Stream:
     arrivals: deque[tuple[float, float]] = field(default_factory=deque)
     figures: SessionFigures = field(default_factory=SessionFigures)  # for the closing log line
     last_heard: float = field(default_factory=time.monotonic)  # the client's last message
+    held_back: bool = False  # the server is not reading (backpressure): no idle timer
+    taken: asyncio.Event = field(default_factory=asyncio.Event)  # the writer took an event
 
     def arrival_of(self, stream_time: float) -> float | None:
         """When the audio at ``stream_time`` reached the server (finals come in order)."""
@@ -335,6 +343,8 @@ class StreamEndpoint:
         # No timer per message (the watchdog task checks for silence): rescheduling
         # one on every frame was a tenth of the event loop's time with 100 sessions.
         while True:
+            if stream.session.events.qsize() > MAX_UNSENT_EVENTS:
+                await _held_back(stream, _writer_catches_up(stream))
             message = await websocket.receive()
             stream.last_heard = time.monotonic()
             if message["type"] == "websocket.disconnect":
@@ -397,7 +407,7 @@ class StreamEndpoint:
             )
         elif backlog < settings.max_backlog_sec / 2:
             stream.behind = False
-        await stream.session.put_audio(pcm)
+        await _held_back(stream, stream.session.put_audio(pcm))
         if framer.seconds_in > settings.max_session_sec:
             self._end(
                 stream,
@@ -450,6 +460,7 @@ class StreamEndpoint:
         timeout = self.settings.send_timeout_sec
         while True:
             event = await session.events.get()
+            stream.taken.set()
             if isinstance(event, TranscriptEvent):
                 message = format_transcript(event.span, event.is_final)
                 if event.is_final:
@@ -486,6 +497,8 @@ class StreamEndpoint:
     def _check_idle(self, stream: Stream) -> None:
         """End a stream whose client has sent nothing for ``IDLE_TIMEOUT_SEC``."""
         limit = self.settings.idle_timeout_sec
+        if stream.held_back:  # the client may be sending: the server is not reading
+            return
         if not stream.stopped and time.monotonic() - stream.last_heard > limit:
             self._end(
                 stream,
@@ -529,6 +542,26 @@ class StreamEndpoint:
 def _as_notice(error: ASRError) -> ASRError:
     """The same error as a message that does not end the session by itself."""
     return ASRError(error.detail, code=error.code, fatal=False)
+
+
+async def _held_back(stream: Stream, waiting: Awaitable[_T]) -> _T:
+    """Await backpressure: the server does not read the client meanwhile.
+
+    The idle timer does not run then, and starts again from when reading resumes.
+    """
+    stream.held_back = True
+    try:
+        return await waiting
+    finally:
+        stream.held_back = False
+        stream.last_heard = time.monotonic()
+
+
+async def _writer_catches_up(stream: Stream) -> None:
+    """Until at most `MAX_UNSENT_EVENTS` wait for the writer (a slow or stuck client)."""
+    while stream.session.events.qsize() > MAX_UNSENT_EVENTS:
+        stream.taken.clear()
+        await stream.taken.wait()
 
 
 async def _send(websocket: WebSocket, text: str, within: float | None = None) -> None:

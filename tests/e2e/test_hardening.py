@@ -8,6 +8,7 @@ is exact. After each bad input a normal session must still work.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -250,9 +251,34 @@ async def test_a_client_that_never_reads_is_dropped_alone(url: str) -> None:
     assert wait_metric(url, "asr_active_sessions", before) == before
 
 
-async def _flood(ws: Any, frame: bytes) -> None:
+async def _flood(ws: Any, frame: bytes | str) -> None:
     while True:
         await ws.send(frame)
+        await asyncio.sleep(0)  # a send that does not block would starve the test's loop
+
+
+async def test_a_client_that_floods_bad_messages_and_never_reads_is_held_back(url: str) -> None:
+    """Every bad message is answered, so one that never reads its answers is read no
+    faster than it reads them: server memory stays flat, and it is dropped alone.
+
+    Before, each message queued an error for the writer: 1-byte text frames grew the
+    server by 700 MB in 12 s.
+    """
+    pid = PIDS[url]
+    before = metric(url, "asr_active_sessions")
+    ws = await websockets.connect(url, max_queue=1)  # the client stops reading at once
+    await ws.send(json.dumps(CONFIG))
+    rss_before = _rss_kb(pid)
+    flood = asyncio.create_task(_flood(ws, "x"))
+    await asyncio.sleep(2.5)  # SEND_TIMEOUT_SEC is 3
+    grown_mib = (_rss_kb(pid) - rss_before) / 1024
+    await assert_healthy(url)
+    assert grown_mib < 30, f"the server grew by {grown_mib:.0f} MiB"
+    assert wait_metric(url, "asr_active_sessions", before) == before  # the send timeout
+    flood.cancel()
+    with contextlib.suppress(asyncio.CancelledError, websockets.ConnectionClosed):
+        await flood
+    ws.transport.abort()
 
 
 # --------------------------------------------------------------------------- disconnects
@@ -357,6 +383,24 @@ async def test_50_concurrent_sessions_over_real_sockets(url: str) -> None:
         assert finals(messages) == f"{words} end{int(seconds * 16000)}"
         ends = [m["end"] for m in messages if m["type"] == "transcript" and m["is_final"]]
         assert ends == sorted(ends)
+
+
+async def test_a_client_held_back_by_backpressure_is_not_idle(tmp_path: Path) -> None:
+    """While the server does not read (the engine is behind), the idle timer stops.
+
+    Before, a client sending faster than a slow engine got `idle_timeout` while its
+    frames waited, and everything after was lost.
+    """
+    limits = {"IDLE_TIMEOUT_SEC": "0.5", "AUDIO_QUEUE_SECONDS": "0.5", "MAX_BACKLOG_SEC": "0.25"}
+    env = {**BASE_ENV, **limits}
+    with running_server(env=env, log_path=tmp_path / "server.log") as small:
+        # 5 s of audio at once; the engine takes 1 s a second: about 4 s held back.
+        messages, close = await converse(
+            small, [{**CONFIG, "backend": "slow"}, *frames(5.0), {"type": "stop"}], read_timeout=30
+        )
+    assert "idle_timeout" not in codes(messages)
+    assert close == 1000
+    assert finals(messages) == "w0 w1 w2 w3 w4 end80000"
 
 
 async def test_max_sessions_is_enforced_exactly(tmp_path: Path) -> None:
