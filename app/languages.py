@@ -15,12 +15,12 @@ _WHISPER_CODES = (
 WHISPER_LANGUAGES = frozenset(_WHISPER_CODES.split())
 # BCP-47 primary subtags Whisper spells differently.
 _ALIASES = {"jv": "jw", "iw": "he", "nb": "no", "fil": "tl", "in": "id", "ji": "yi"}
-_BCP47 = re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*$")
+_BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*", re.ASCII)
 
 
 def is_bcp47(tag: str) -> bool:
     """A loose well-formedness check: a 2–3 letter language, then subtags."""
-    return bool(_BCP47.match(tag))
+    return bool(_BCP47.fullmatch(tag))  # not `$`, which lets "en\n" through
 
 
 def to_whisper_language(tag: str) -> str | None:

@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -77,6 +79,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         status = 403 if exc.code == "origin_not_allowed" else 401
         body = ErrorMessage(detail=exc.detail, code=exc.code).model_dump()
         return JSONResponse(body, status_code=status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_body(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """FastAPI's 422, without the offending input: NaN or 1e999 cannot be JSON."""
+        errors = [{k: v for k, v in e.items() if k not in ("input", "ctx")} for e in exc.errors()]
+        return JSONResponse({"detail": jsonable_encoder(errors)}, status_code=422)
 
     protected = [Depends(require_key)]
     app.include_router(admin_router(endpoint), dependencies=protected)

@@ -49,7 +49,8 @@ CONTROL_TYPES = ("stop", "keepalive", "finalize")
 def _load_json_object(text: str, what: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
+    # ValueError: not only JSONDecodeError, also an integer of over 4,300 digits.
+    except (ValueError, RecursionError):
         raise ProtocolError(f"The {what} must be valid JSON.", code="invalid_json") from None
     if not isinstance(data, dict):
         raise ProtocolError(f"The {what} must be a JSON object.", code="invalid_json")

@@ -55,7 +55,8 @@ def plan_session(
 ) -> SessionPlan:
     """Validate a config's values (its types are already checked); name the field at fault."""
     defaults = defaults or SessionDefaults.from_settings(settings)
-    encoding = config.encoding.upper()
+    # ASCII only: str.upper() turns a dotless "ı" into "I", so "lınear16" passed.
+    encoding = config.encoding.upper() if config.encoding.isascii() else config.encoding
     if encoding not in SUPPORTED_ENCODINGS:
         raise ConfigError(
             f"Field 'encoding' is {config.encoding!r}; the supported encoding is "

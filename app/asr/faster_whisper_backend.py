@@ -274,14 +274,21 @@ class FasterWhisperASR:
             raise BackendUnavailable(
                 "The faster-whisper backend needs the package 'faster-whisper'.",
             ) from exc
-        return WhisperModel(
-            model_dir,
-            device="cpu",
-            compute_type=self.compute_type,
-            cpu_threads=self.cpu_threads,
-            num_workers=self.num_workers,
-            local_files_only=True,
-        )
+        try:
+            return WhisperModel(
+                model_dir,
+                device="cpu",
+                compute_type=self.compute_type,
+                cpu_threads=self.cpu_threads,
+                num_workers=self.num_workers,
+                local_files_only=True,
+            )
+        except (RuntimeError, ValueError, OSError) as exc:  # CTranslate2 or the tokenizer
+            raise BackendUnavailable(
+                "The model folder holds no loadable CTranslate2 Whisper model (a damaged or "
+                "incomplete model.bin, config.json or tokenizer.json).",
+                code="model_unavailable",
+            ) from exc
 
     def transcribe(self, audio: Audio, init_prompt: str = "") -> TranscribeResult:
         seconds = len(audio) / SAMPLE_RATE

@@ -110,6 +110,18 @@ def test_load_model_refuses_unknown_fields(client: TestClient) -> None:
     assert client.post("/load_model", json={"modle": "base"}).status_code == 422
 
 
+@pytest.mark.parametrize("value", ["NaN", "Infinity", "1e999"])
+def test_load_model_refuses_non_finite_numbers_with_json(client: TestClient, value: str) -> None:
+    """The 422 body echoed the input, and NaN cannot be JSON: it was a plain-text 500."""
+    reply = client.post(
+        "/load_model",
+        content='{"min_chunk_size": ' + value + "}",
+        headers={"content-type": "application/json"},
+    )
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["loc"] == ["body", "min_chunk_size"]
+
+
 @pytest.mark.parametrize(
     ("config", "code", "says"),
     [

@@ -186,6 +186,8 @@ def test_48k_input_is_resampled_to_16k(client: TestClient, loader: CountingLoade
     [
         ("not json", "invalid_json", None),
         ("[1, 2]", "invalid_json", None),
+        # Python refuses integers over 4,300 digits with a ValueError, not JSONDecodeError.
+        ('{"sample_rate_hertz": 1' + "0" * 5000 + "}", "invalid_json", None),
         (json.dumps({**CONFIG, "colour": "red"}), "unknown_field", "colour"),
         (json.dumps({"encoding": "LINEAR16"}), "missing_field", "sample_rate_hertz"),
         (json.dumps({"sample_rate_hertz": 16000}), "missing_field", "encoding"),
@@ -202,6 +204,8 @@ def test_48k_input_is_resampled_to_16k(client: TestClient, loader: CountingLoade
         (json.dumps({**CONFIG, "interim_results": "yes"}), "invalid_field_type", "interim_results"),
         (json.dumps({**CONFIG, "language_code": 5}), "invalid_field_type", "language_code"),
         (json.dumps({**CONFIG, "encoding": "FLAC"}), "unsupported_encoding", "encoding"),
+        # A dotless ı upper-cases to I: "lınear16" must not pass for LINEAR16.
+        (json.dumps({**CONFIG, "encoding": "l\u0131near16"}), "unsupported_encoding", "encoding"),
         (
             json.dumps({**CONFIG, "sample_rate_hertz": 96000}),
             "unsupported_sample_rate",
@@ -267,6 +271,7 @@ def test_non_fatal_errors_keep_the_session(client: TestClient) -> None:
         start(ws)
         send_audio(ws, 0.5)
         ws.send_text("garbage")
+        ws.send_text('{"type": "keepalive", "n": 1' + "0" * 5000 + "}")
         ws.send_text('{"type": "dance"}')
         ws.send_text(json.dumps(CONFIG))
         ws.send_bytes(b"")
@@ -276,7 +281,8 @@ def test_non_fatal_errors_keep_the_session(client: TestClient) -> None:
         messages, close = drain(ws)
     assert close == 1000
     codes = [m["code"] for m in messages if m["type"] == "error"]
-    assert codes[:4] == [
+    assert codes[:5] == [
+        "invalid_json",
         "invalid_json",
         "unknown_message_type",
         "config_already_sent",

@@ -34,6 +34,7 @@ def test_to_whisper_language(tag: str, whisper: str | None) -> None:
 def test_is_bcp47() -> None:
     assert is_bcp47("en-US") and is_bcp47("cmn-Hans-CN")
     assert not is_bcp47("en_US") and not is_bcp47("e") and not is_bcp47("en-")
+    assert not is_bcp47("en\n") and not is_bcp47("en-US\n")  # `$` matched before a newline
 
 
 def request(model: str = "tiny.en", tag: str = "en-US") -> EngineRequest:
