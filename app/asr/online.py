@@ -58,6 +58,11 @@ Changes from the original, each for a failure it showed:
     `finish` does the same. Words the alignment timed over more than
     ``MAX_WORD_SEC`` (over audio the decoder left out) are first shortened, so
     their times do not cover that speech;
+  - when a pass skipped speech at the buffer's start (voice activity heard
+    more than ``UNHEARD_SPEECH_SEC`` of it before the pass's first new word;
+    tiny.en skipped the first 2.6 s of a 30 s backlog that began in
+    mid-sentence), the audio up to that word gets a pass of its own, and its
+    words come first;
   - when trimming finds no finished segment to cut at (Whisper returned one
     long segment, common in fast continuous speech), the buffer is cut in the
     widest gap between committed words. Buffers past ~20 s made passes slow
@@ -337,7 +342,7 @@ class OnlineASRProcessor:
             if speech.trailing_silence() >= self.options.pause_sec:
                 return self._commit_utterance()
         result = self._transcribe()
-        self.hypothesis.insert(self._words(result))
+        self.hypothesis.insert(self._hear_skipped_start(self._words(result)))
         committed = self.hypothesis.flush(self._agreement_horizon())
         self._heard_until = self.buffer_end
         self.committed.extend(committed)
@@ -408,19 +413,21 @@ class OnlineASRProcessor:
 
     # -- internals ---------------------------------------------------------------
 
-    def _transcribe(self, *, at_end: bool = False) -> TranscribeResult:
+    def _transcribe(self, *, at_end: bool = False, until: float | None = None) -> TranscribeResult:
         """One model pass over the buffer; ``at_end``: without its trailing silence.
 
         Only at the end of an utterance (a pause, or the end of the stream) is
         the silence after the speech certain; mid-stream, voice activity may
         not have flagged a word that is just starting, and cutting it off lost
-        words in the browser test.
+        words in the browser test. ``until``: only the buffer's audio before then.
         """
         self._untranscribed_samples = 0
         audio = self.audio_buffer
         speech_end = self._speech_end() if at_end else None
         if speech_end is not None:
-            heard = round((speech_end + END_PAD_SEC - self.buffer_time_offset) * ENGINE_SAMPLE_RATE)
+            until = speech_end + END_PAD_SEC
+        if until is not None:
+            heard = round((until - self.buffer_time_offset) * ENGINE_SAMPLE_RATE)
             audio = audio[: max(heard, 0)]
         if not len(audio):
             return {"text": "", "segments": [], "language": ""}
@@ -432,6 +439,31 @@ class OnlineASRProcessor:
         if speech_end is not None:  # a word that starts after the speech is invented
             words = [w for w in words if w.start < speech_end]
         return words
+
+    def _hear_skipped_start(self, words: list[TimedWord]) -> list[TimedWord]:
+        """``words``, after the words of speech the pass skipped before its first new one.
+
+        Whisper can skip the first seconds of a long buffer that starts in
+        mid-sentence (after `finish` flushed a stream in mid-speech and a 30 s
+        backlog came at once, a pass began 2.6 s in, and "fix ready, and we
+        expect to ship it on Wednesday" was lost). When voice activity heard
+        more than `UNHEARD_SPEECH_SEC` of speech between the committed text
+        and the first new word, the audio up to that word gets a pass of its own.
+        """
+        if self.speech is None:
+            return words
+        new = self.hypothesis.new_words(words)
+        if not new:
+            return words  # nothing new at all: see `_stopped_short`
+        start = max(self.buffer_time_offset, self.hypothesis.last_committed_time)
+        until = new[0].start
+        if self.speech.speech_seconds(start, until) <= UNHEARD_SPEECH_SEC:
+            return words
+        earlier = self._words(self._transcribe(until=until + END_PAD_SEC))
+        return [
+            *(w for w in earlier if w.start < until - TIMESTAMP_TOLERANCE_SEC),
+            *(w for w in words if w.start >= until),
+        ]
 
     def _agreement_horizon(self) -> float:
         """Words ending after this cannot be committed by agreement in this pass."""
@@ -511,7 +543,8 @@ class OnlineASRProcessor:
 
     def _pass_to_speech_end(self) -> list[TimedWord]:
         """A pass without the buffer's trailing silence; its words after the committed ones."""
-        self.hypothesis.insert(self._words(self._transcribe(at_end=True), at_end=True))
+        words = self._words(self._transcribe(at_end=True), at_end=True)
+        self.hypothesis.insert(self._hear_skipped_start(words))
         return self.hypothesis.new
 
     def _prompt(self) -> str:

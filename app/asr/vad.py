@@ -151,6 +151,11 @@ class SpeechTimeline:
         """Any speech frame overlapping ``[start, end)``."""
         return bool(self.speech[self._frame(start) : self._frame(end, math.ceil)].any())
 
+    def speech_seconds(self, start: float, end: float) -> float:
+        """Seconds of speech frames inside ``[start, end)``."""
+        frames = self.speech[self._frame(start, math.ceil) : self._frame(end)]
+        return float(frames.sum()) * FRAME_SEC
+
     def first_speech_start(self, start: float) -> float | None:
         """When the first speech frame at or after ``start`` begins, or None."""
         first = self._frame(start)

@@ -94,3 +94,19 @@ def test_a_line_the_model_stopped_short_of_at_a_pause_is_heard_again() -> None:
     line = words[words.index("as") : words.index("thou")]  # up to the next line
     heard = [w for w in line if w in {"should", "by", "time", "tender", "bear", "memory"}]
     assert heard == ["should", "by", "time", "tender", "bear", "memory"], streamed
+
+
+def test_speech_a_long_pass_skipped_at_its_start_is_heard() -> None:
+    # A client flushed (`finalize`) at 30.7 s of en_long while the engine was behind,
+    # and the next 30 s came at once: the pass over them began 2.6 s in, and "and we
+    # expect to ship it on Wednesday" was lost.
+    loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
+    processor, _ = loader.load(ENGLISH)
+    speech = engine_audio(AUDIO / "en_long_16k.wav")
+    processor.insert_audio_chunk(speech[: int(30.7 * 16_000)])
+    processor.finish()
+    processor.insert_audio_chunk(speech[int(30.7 * 16_000) : int(60.7 * 16_000)])
+    span = processor.finish()
+    assert span is not None
+    words = [normalize_word(w) for w in span.text.split()]
+    assert words[:8] == ["and", "we", "expect", "to", "ship", "it", "on", "wednesday"], span.text

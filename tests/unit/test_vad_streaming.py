@@ -357,3 +357,44 @@ def test_finish_hears_the_rest_when_its_pass_stops_short() -> None:
     span = processor.finish()  # the client stops before any pass
     assert span is not None and span.text == "".join(f" w{k}" for k in range(8))
     assert [c.offset for c in asr.calls] == [0.0, pytest.approx(1.55 + STRETCHED_WORD_SEC)]
+
+
+def skips_start_of_long_buffers(
+    script: Sequence[Word], longer_than: float, skip: float
+) -> Hypothesis:
+    """A model that, on buffers over ``longer_than`` s, hears nothing in their first ``skip`` s.
+
+    As tiny.en did on a 30 s backlog that began in mid-sentence after `finish`.
+    """
+
+    def hear(call: Call) -> list[Word]:
+        words = visible(script, call)
+        if call.seconds <= longer_than:
+            return words
+        return [w for w in words if w.start >= call.offset + skip]
+
+    return hear
+
+
+def test_finish_hears_speech_the_pass_skipped_at_the_buffers_start() -> None:
+    script = regular_words(24)  # w0..w23 over [0.05, 11.95]
+    asr = ScriptedASR(skips_start_of_long_buffers(script, longer_than=10.0, skip=2.5))
+    processor = OnlineASRProcessor(asr, None, SpeechTimeline(LoudScorer()))
+    asr.offset = lambda: processor.buffer_time_offset
+    processor.insert_audio_chunk(np.concatenate([speech(12.0), silence(0.5)]))  # a backlog
+    span = processor.finish()
+    assert span is not None and span.text == "".join(f" w{k}" for k in range(24))
+    # The pass over the buffer began at w5; the speech before it got a pass of its own.
+    assert [c.seconds for c in asr.calls[1:]] == [pytest.approx(2.55 + END_PAD_SEC)]
+
+
+def test_agreement_commits_speech_both_passes_skipped_at_the_start() -> None:
+    script = regular_words(26)
+    asr = ScriptedASR(skips_start_of_long_buffers(script, longer_than=10.0, skip=2.5))
+    processor = OnlineASRProcessor(asr, None, SpeechTimeline(LoudScorer()))
+    asr.offset = lambda: processor.buffer_time_offset
+    processor.insert_audio_chunk(speech(12.0))
+    assert processor.process_iter() is None  # one pass: nothing agreed yet
+    processor.insert_audio_chunk(speech(1.0))
+    span = processor.process_iter()
+    assert span is not None and span.text.startswith(" w0 w1 w2 w3 w4 w5")
