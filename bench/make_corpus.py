@@ -1,4 +1,4 @@
-"""Build a larger synthetic corpus for measuring a 1-point WER gap (not committed: ~40 MB).
+"""Build a larger synthetic corpus for measuring a 1-point WER gap (not committed: ~75 MB).
 
     apt-get install flite festival festvox-us-slt-hts fortunes   # Debian packages
     python -m bench.make_corpus /tmp/asr-corpus                  # 40 passages, ~6,000 words
@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from app.settings import ENGINE_SAMPLE_RATE
+from bench.replay import engine_audio
 
 FORTUNES = Path("/usr/share/games/fortunes")
 CATEGORIES = (
@@ -62,8 +63,6 @@ def quotations() -> list[str]:
 
 def synthesize(text: str, voice: str, tmp: Path) -> np.ndarray:
     """``text`` read by ``voice``, as 16 kHz float32."""
-    import soxr
-
     engine, name = voice.split(":")
     out = tmp / "q.wav"
     if engine == "flite":
@@ -74,13 +73,7 @@ def synthesize(text: str, voice: str, tmp: Path) -> np.ndarray:
             input=text.encode(),
             check=True,
         )
-    with wave.open(str(out)) as w:
-        rate = w.getframerate()
-        pcm = np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
-    audio = pcm.astype(np.float32) / 32768.0
-    if rate != ENGINE_SAMPLE_RATE:
-        audio = soxr.resample(audio, rate, ENGINE_SAMPLE_RATE).astype(np.float32)
-    return audio
+    return engine_audio(out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +91,10 @@ def main(argv: list[str] | None = None) -> int:
         for index in range(args.passages):
             voice = VOICES[index % len(VOICES)]
             texts: list[str] = []
-            while pool and sum(len(t.split()) for t in texts) < args.words:
+            words = 0
+            while pool and words < args.words:
                 texts.append(pool.pop())
+                words += len(texts[-1].split())
             parts = [np.zeros(int(0.5 * ENGINE_SAMPLE_RATE), dtype=np.float32)]
             for text in texts:
                 parts.append(synthesize(text, voice, Path(tmp)))
