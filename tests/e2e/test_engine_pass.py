@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from app.asr import faster_whisper_backend as backend
@@ -110,3 +111,16 @@ def test_speech_a_long_pass_skipped_at_its_start_is_heard() -> None:
     assert span is not None
     words = [normalize_word(w) for w in span.text.split()]
     assert words[:8] == ["and", "we", "expect", "to", "ship", "it", "on", "wednesday"], span.text
+
+
+def test_quiet_speech_is_heard_as_well_as_at_full_level() -> None:
+    # JFK 45 dB down (its loudest frames at -53 dBFS), on the 16-bit grid a
+    # quiet microphone gives: Whisper lost "ask not" and misheard the opening
+    # until quiet buffers were raised before the model heard them.
+    loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
+    speech = engine_audio(AUDIO / "jfk_16k.wav")
+    quiet = (np.round(speech * 10 ** (-45 / 20) * 32768) / 32768).astype(np.float32)
+    streamed = replay(loader, quiet, step=1.0)["text"]
+    words = [normalize_word(w) for w in streamed.split()]
+    expected = "ask not what your country can do for you ask what you can do for your country"
+    assert words[-17:] == expected.split(), streamed
