@@ -3,6 +3,7 @@
     python -m bench.replay                                  # every test_audio clip, 1 s steps
     python -m bench.replay --step 0.5 --no-short-window test_audio/en_16k.wav
     python -m bench.replay --held-out                       # clips nothing was tuned on
+    python -m bench.replay --gain -45 test_audio/jfk_16k.wav  # as a quiet microphone gives it
 
 For each clip: WER of the committed text (what a client gets as finals) next to
 the same model's offline WER, the number of passes, and the engine seconds spent
@@ -81,6 +82,12 @@ def engine_audio(path: Path) -> np.ndarray:
     return samples
 
 
+def at_gain(samples: np.ndarray, db: float) -> np.ndarray:
+    """``samples`` ``db`` louder (or quieter), on the 16-bit grid a client sends."""
+    scaled = np.clip(samples * 10 ** (db / 20), -1.0, 32767 / 32768)
+    return (np.round(scaled * 32768) / 32768).astype(np.float32)
+
+
 def replay(loader: FasterWhisperLoader, audio: np.ndarray, step: float) -> dict[str, Any]:
     """Stream ``audio`` through a fresh processor, one pass per ``step`` of audio.
 
@@ -139,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--show", action="store_true", help="print the texts")
     parser.add_argument(
+        "--gain", type=float, default=0.0, help="dB to scale each clip by (-45: a quiet microphone)"
+    )
+    parser.add_argument(
         "--held-out", action="store_true", help="the held-out clips instead of the usual ones"
     )
     args = parser.parse_args(argv)
@@ -152,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
     names = HELD_OUT if args.held_out else CLIPS
     for path in args.clips or [ROOT / "test_audio" / name for name in names]:
         audio = engine_audio(path)
+        if args.gain:
+            audio = at_gain(audio, args.gain)
         reference = path.with_suffix(".txt").read_text()
         streamed = replay(loader, audio, args.step)
         whole = offline(loader, audio)

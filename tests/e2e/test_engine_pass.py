@@ -4,14 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 
 from app.asr import faster_whisper_backend as backend
 from app.asr.faster_whisper_loader import FasterWhisperLoader
 from app.asr.online import normalize_word
 from app.settings import Settings
-from bench.replay import ENGLISH, engine_audio, replay
+from bench.replay import ENGLISH, at_gain, engine_audio, replay
 from tests.support.commands import AUDIO
 
 pytestmark = pytest.mark.e2e
@@ -119,8 +118,7 @@ def test_quiet_speech_is_heard_as_well_as_at_full_level() -> None:
     # until quiet buffers were raised before the model heard them.
     loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
     speech = engine_audio(AUDIO / "jfk_16k.wav")
-    quiet = (np.round(speech * 10 ** (-45 / 20) * 32768) / 32768).astype(np.float32)
-    streamed = replay(loader, quiet, step=1.0)["text"]
+    streamed = replay(loader, at_gain(speech, -45), step=1.0)["text"]
     words = [normalize_word(w) for w in streamed.split()]
     expected = "ask not what your country can do for you ask what you can do for your country"
     assert words[-17:] == expected.split(), streamed
