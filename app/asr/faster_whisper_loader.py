@@ -16,7 +16,7 @@ from app.asr.faster_whisper_backend import FasterWhisperASR
 from app.asr.models import BASE, BUNDLED_MODELS, TINY_EN, available, is_english_only
 from app.asr.models import resolve_model_dir as _resolve_model_dir
 from app.asr.online import TRIM_KEEP_SEC, OnlineASRProcessor, ProcessorOptions
-from app.asr.vad import SileroScorer, SpeechTimeline
+from app.asr.vad import QuietStreamScorer, SileroScorer, SpeechTimeline
 from app.errors import ConfigError
 from app.settings import ENGINE_SAMPLE_RATE, Settings
 
@@ -131,7 +131,9 @@ class FasterWhisperLoader:
             pause_sec=settings.vad_pause_sec,
             first_commit_sec=settings.first_commit_sec,
         )
-        speech = SpeechTimeline(SileroScorer()) if settings.streaming_vad else None
+        speech = None
+        if settings.streaming_vad:
+            speech = SpeechTimeline(QuietStreamScorer(SileroScorer()))
         processor = OnlineASRProcessor(self.asr(request), options, speech)
         info = EngineInfo(
             backend=BACKEND_NAME,

@@ -122,3 +122,15 @@ def test_quiet_speech_is_heard_as_well_as_at_full_level() -> None:
     words = [normalize_word(w) for w in streamed.split()]
     expected = "ask not what your country can do for you ask what you can do for your country"
     assert words[-17:] == expected.split(), streamed
+
+
+def test_a_nearly_muted_microphone_is_still_heard() -> None:
+    # JFK 60 dB down (loudest frames at -68 dBFS): voice activity heard no speech
+    # at all, so no pass ran and the whole clip was lost, while Whisper on the
+    # raised buffer still hears most of it.
+    loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
+    speech = engine_audio(AUDIO / "jfk_16k.wav")
+    streamed = replay(loader, at_gain(speech, -60), step=1.0)["text"]
+    words = [normalize_word(w) for w in streamed.split()]
+    assert words[-7:] == ["what", "you", "can", "do", "for", "your", "country"], streamed
+    assert "what your country can do for you" in " ".join(words), streamed
