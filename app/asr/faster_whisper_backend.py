@@ -56,6 +56,7 @@ COMPRESSION_RATIO_LIMIT = 2.4
 # JFK at -30 dB: 13.6 % -> 0 % (`python -m bench.replay` on `sox … gain -45` copies).
 QUIET_TARGET_DBFS = -20.0
 MAX_RAISE_DB = 40.0
+RAISED_OFFSET_MAX = 0.01
 TOKENS_BASE = 20
 TOKENS_PER_SECOND = 15
 MAX_NEW_TOKENS = 220
@@ -103,18 +104,27 @@ def repeats_itself(text: str) -> bool:
 
 
 def raise_quiet(audio: Audio) -> Audio:
-    """``audio``, raised so its loudest frame is at `QUIET_TARGET_DBFS` if it is quieter."""
+    """``audio``, raised so its loudest frame is at `QUIET_TARGET_DBFS` if it is quieter.
+
+    Levels are measured without the buffer's DC offset, and a buffer whose
+    offset would be raised past `RAISED_OFFSET_MAX` loses it first: a cheap
+    input's offset, raised with quiet speech, swamped faster-whisper's VAD
+    filter (and past 1.0, clipped the speech).
+    """
     frames = len(audio) // FRAME_SAMPLES
     if not frames:
         return audio
-    power = np.square(audio[: frames * FRAME_SAMPLES], dtype=np.float64)
+    offset = float(np.mean(audio, dtype=np.float64))
+    power = np.square(audio[: frames * FRAME_SAMPLES] - offset, dtype=np.float64)
     loudest = math.sqrt(float(power.reshape(frames, FRAME_SAMPLES).mean(axis=1).max()))
-    if loudest <= 0.0:  # digital silence
+    if loudest <= 0.0:  # digital silence, or a constant
         return audio
     gain = min(10 ** (QUIET_TARGET_DBFS / 20) / loudest, 10 ** (MAX_RAISE_DB / 20))
     if gain <= 1.0:
         return audio
-    raised: Audio = np.clip(audio * np.float32(gain), -1.0, 1.0).astype(np.float32, copy=False)
+    if abs(offset) * gain > RAISED_OFFSET_MAX:  # raised, the offset would swamp the speech
+        audio = audio - np.float32(offset)
+    raised: Audio = np.clip(audio * np.float32(gain), -1.0, 1.0)
     return raised
 
 

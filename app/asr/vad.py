@@ -46,6 +46,7 @@ NEG_THRESHOLD = 0.2
 # `QUIET_DBFS` raised to that level, by at most `MAX_GAIN_DB`. Louder streams are
 # scored as they are; white and pink noise raised to it score under 0.1.
 QUIET_DBFS = -50.0
+DC_SEC = 0.5
 MAX_GAIN_DB = 40.0
 LEVEL_DECAY_DB_PER_SEC = 0.5
 
@@ -86,6 +87,9 @@ class SileroScorer:
 class QuietStreamScorer:
     """A `FrameScorer` that hears a very quiet stream raised to `QUIET_DBFS` (see there).
 
+    A raised frame also loses the stream's DC offset: JFK 45 dB down on 65 LSB
+    of DC (a cheap input) had no frame above the threshold.
+
     For `SpeechTimeline`: faster-whisper's own filter hears buffers that
     `raise_quiet` already raised.
     """
@@ -93,9 +97,27 @@ class QuietStreamScorer:
     def __init__(self, scorer: FrameScorer) -> None:
         self.scorer = scorer
         self._level = 0.0  # the stream's recent loudest frame (RMS)
+        self._dc: float | None = None  # the stream's DC offset, as heard so far
 
     def __call__(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        return self.scorer(frames * self._gains(frames)[:, None])
+        centered = self._centered(frames)
+        gains = self._gains(centered)
+        # A frame heard at its level is heard as it came, DC and all (Silero
+        # minds an offset only next to very quiet speech).
+        raised = (gains > 1.0)[:, None]
+        return self.scorer(np.where(raised, centered * gains[:, None], frames))
+
+    def _centered(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """``frames`` less the stream's DC offset (a running mean of frame means)."""
+        means = frames.mean(axis=1, dtype=np.float64)
+        rate = 1 - math.exp(-FRAME_SEC / DC_SEC)
+        dc = float(means[0]) if self._dc is None else self._dc
+        offsets = np.empty(len(frames), dtype=np.float32)
+        for i, mean in enumerate(means):
+            dc += rate * (float(mean) - dc)
+            offsets[i] = dc
+        self._dc = dc
+        return frames - offsets[:, None]
 
     def _gains(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Each frame's gain: 1 unless the stream is quiet; carries the level on."""

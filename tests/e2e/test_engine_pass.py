@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytest
 
 from app.asr import faster_whisper_backend as backend
@@ -131,6 +132,17 @@ def test_a_nearly_muted_microphone_is_still_heard() -> None:
     loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
     speech = engine_audio(AUDIO / "jfk_16k.wav")
     streamed = replay(loader, at_gain(speech, -60), step=1.0)["text"]
+    words = [normalize_word(w) for w in streamed.split()]
+    assert words[-7:] == ["what", "you", "can", "do", "for", "your", "country"], streamed
+    assert "what your country can do for you" in " ".join(words), streamed
+
+
+def test_quiet_speech_on_a_dc_offset_is_heard() -> None:
+    # JFK 45 dB down on 65 LSB of DC (a cheap input): Silero heard no speech at
+    # all, in the stream and in faster-whisper's filter, and nothing came out.
+    loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
+    speech = at_gain(engine_audio(AUDIO / "jfk_16k.wav"), -45) + np.float32(65 / 32768)
+    streamed = replay(loader, speech, step=1.0)["text"]
     words = [normalize_word(w) for w in streamed.split()]
     assert words[-7:] == ["what", "you", "can", "do", "for", "your", "country"], streamed
     assert "what your country can do for you" in " ".join(words), streamed

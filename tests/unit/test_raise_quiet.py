@@ -55,3 +55,12 @@ def test_raised_samples_never_leave_the_valid_range() -> None:
     raised = backend.raise_quiet(quiet)
     assert raised.max() == 1.0  # the click (2.0 raised) is clipped
     assert raised.min() >= -1.0
+
+
+def test_a_dc_offset_is_not_taken_for_loudness_and_is_not_raised() -> None:
+    quiet = _tone(-60.0) + np.float32(0.02)  # 0.02 of DC is -34 dBFS: louder than the speech
+    raised = backend.raise_quiet(quiet)
+    assert abs(float(raised.mean())) < 1e-4
+    assert abs(_loudest_frame_dbfs(raised) - backend.QUIET_TARGET_DBFS) < 0.1
+    loud = _tone(-10.0) + np.float32(0.02)
+    assert backend.raise_quiet(loud) is loud  # nothing to raise: left as it came
