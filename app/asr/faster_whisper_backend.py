@@ -21,7 +21,7 @@ import numpy as np
 
 from app.asr.base import Audio, SegmentDict, TimedWord, TranscribeResult, WordDict
 from app.asr.online import normalize_word
-from app.asr.vad import FRAME_SAMPLES, GrowingBufferVad, SileroScorer
+from app.asr.vad import FRAME_SAMPLES, GrowingBufferVad, SileroScorer, frame_rms
 from app.errors import BackendUnavailable
 from app.settings import ENGINE_SAMPLE_RATE as SAMPLE_RATE
 
@@ -47,19 +47,20 @@ COMPRESSION_RATIO_LIMIT = 2.4
 # a word in English, a few more elsewhere, plus two timestamps a segment; the
 # budget allows 15 a second. Capped so that a prompt of Whisper's longest (223
 # tokens, faster-whisper's cut) still fits in the 448.
+TOKENS_BASE = 20
+TOKENS_PER_SECOND = 15
+MAX_NEW_TOKENS = 220
 # Whisper hears quiet speech worse: its log-mel features are floored at a fixed
 # power, so at low levels the floor (and the window's zero padding) takes up more
 # of what the model sees. A buffer whose loudest 32 ms frame is below
 # `QUIET_TARGET_DBFS` (RMS) is raised to that level, by at most `MAX_RAISE_DB`.
 # Speech at usual levels (loudest frames at -17 to -3 dBFS in test_audio) is
-# untouched. en_long at -45 dB: 33.5 % -> 8.5 % streamed WER (at full level 5.1 %);
-# JFK at -30 dB: 13.6 % -> 0 % (`python -m bench.replay` on `sox … gain -45` copies).
+# untouched. The usual six clips 45 dB down: 11.1 % -> 7.7 % streamed WER (JFK
+# lost "ask not"); 30 dB down: 18.0 % -> 7.3 % (`python -m bench.replay --gain -45`).
 QUIET_TARGET_DBFS = -20.0
 MAX_RAISE_DB = 40.0
+# A DC offset that the raise would lift past this is taken out first (see `raise_quiet`).
 RAISED_OFFSET_MAX = 0.01
-TOKENS_BASE = 20
-TOKENS_PER_SECOND = 15
-MAX_NEW_TOKENS = 220
 # Per thread: the streaming pass running in it (see `_install_streaming_pass`).
 _window = threading.local()
 _patch_lock = threading.Lock()
@@ -115,8 +116,7 @@ def raise_quiet(audio: Audio) -> Audio:
     if not frames:
         return audio
     offset = float(np.mean(audio, dtype=np.float64))
-    power = np.square(audio[: frames * FRAME_SAMPLES] - offset, dtype=np.float64)
-    loudest = math.sqrt(float(power.reshape(frames, FRAME_SAMPLES).mean(axis=1).max()))
+    loudest = float(frame_rms(audio[: frames * FRAME_SAMPLES].reshape(frames, -1) - offset).max())
     if loudest <= 0.0:  # digital silence, or a constant
         return audio
     gain = min(10 ** (QUIET_TARGET_DBFS / 20) / loudest, 10 ** (MAX_RAISE_DB / 20))

@@ -51,6 +51,12 @@ MAX_GAIN_DB = 40.0
 LEVEL_DECAY_DB_PER_SEC = 0.5
 
 
+def frame_rms(frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
+    """The RMS level of each frame (rows of ``frames``)."""
+    rms: npt.NDArray[np.float64] = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+    return rms
+
+
 class FrameScorer(Protocol):
     """Speech probabilities of consecutive frames of one stream (stateful)."""
 
@@ -121,13 +127,13 @@ class QuietStreamScorer:
 
     def _gains(self, frames: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
         """Each frame's gain: 1 unless the stream is quiet; carries the level on."""
-        rms = np.sqrt(np.mean(np.square(frames, dtype=np.float64), axis=1))
+        rms = frame_rms(frames)
         decay = 10 ** (-LEVEL_DECAY_DB_PER_SEC * FRAME_SEC / 20)
         quiet, most = 10 ** (QUIET_DBFS / 20), 10 ** (MAX_GAIN_DB / 20)
         level = self._level
         gains = np.ones(len(frames), dtype=np.float32)
-        for i, frame_rms in enumerate(rms):
-            level = max(float(frame_rms), level * decay)
+        for i, frame_level in enumerate(rms):
+            level = max(float(frame_level), level * decay)
             if 0.0 < level < quiet:
                 gains[i] = min(quiet / level, most)
         self._level = level
