@@ -1,0 +1,1 @@
+"""Deployment: proxy configs, container and Kubernetes files, and a local cluster."""
