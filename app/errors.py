@@ -17,8 +17,8 @@
     ├── BackendFailure            engine_failure,         1011 (internal error)
     │   │                         engine_timeout, google_error
     │   └── GoogleUnavailable     google_unavailable      1011 (reconnects exhausted)
-    └── Overloaded                server_full,            1013 (try again later)
-        │                         shutting_down (new sessions during a drain)
+    └── Overloaded                server_full,            HTTP 503 + Retry-After at the handshake;
+        │                         shutting_down           1013 once past it (try again later)
         ├── ShuttingDown          shutting_down           1012 (service restart, running sessions)
         └── GoogleQuotaExceeded   google_quota_exceeded   1013
 
@@ -177,3 +177,14 @@ class GoogleQuotaExceeded(Overloaded):
     """The project's Speech-to-Text quota is used up for now (RESOURCE_EXHAUSTED)."""
 
     code = "google_quota_exceeded"
+
+
+def http_status(error: ASRError) -> int:
+    """The HTTP status of a refusal before the upgrade (or of a REST request)."""
+    if isinstance(error, AuthError):
+        return 403 if error.code == "origin_not_allowed" else 401
+    if isinstance(error, Overloaded):
+        return 503
+    if isinstance(error, ConfigError | ProtocolError | AudioFormatError | LimitError):
+        return 400
+    return 500

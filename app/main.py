@@ -16,8 +16,10 @@ from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.admin import admin_router
+from app.admission import Pool
 from app.asr.base import EngineRequest, RecognizerLoader
 from app.asr.registry import Registry, set_current
+from app.capacity import SupportsCostEstimate
 from app.errors import AuthError
 from app.languages import to_whisper_language
 from app.messages import ErrorMessage
@@ -36,6 +38,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     registry = registry or Registry(settings)
     set_current(registry)
     endpoint = StreamEndpoint(settings, registry)
+    admission = endpoint.admission
     readiness = Readiness(settings)
 
     @asynccontextmanager
@@ -50,8 +53,18 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         loader = registry.get_loader(request.backend)
         if not isinstance(loader, RecognizerLoader):
             await asyncio.to_thread(loader.load, request)
+        if isinstance(loader, SupportsCostEstimate):
+            endpoint.admission.estimate.set_prior(loader.stream_cost())
         app.state.ready = True
-        logger.info("ready: default backend %s, model %s", request.backend, request.model)
+        estimate = endpoint.admission.estimate
+        logger.info(
+            "ready: default backend %s, model %s; local capacity %d streams (%s, cost %s)",
+            request.backend,
+            request.model,
+            endpoint.admission.local_capacity,
+            estimate.source,
+            "unknown" if estimate.cost is None else f"{estimate.cost:.3f}",
+        )
         yield
 
     app = FastAPI(title="asr-stream", version="0.1.0", lifespan=lifespan)
@@ -99,21 +112,46 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         """Liveness: the process answers."""
         return {"status": "ok"}
 
+    @app.post("/drain", status_code=202, dependencies=protected)
+    async def drain() -> dict[str, object]:
+        """Stop taking sessions; let running ones finish (SHUTDOWN_GRACE_SEC), then end them.
+
+        The process goes on (a Kubernetes preStop hook calls this, then the pod's
+        SIGTERM finds the node already drained).
+        """
+        endpoint.start_drain(settings.shutdown_grace_sec)
+        return {"status": "draining", "active_sessions": admission.sessions}
+
     @app.get("/ready", response_model=None)
     async def ready() -> JSONResponse:
-        """Readiness: the default engine is warm, and Google is reachable when configured."""
+        """Readiness: 200 while the node serves (full or not), 503 while loading or draining.
+
+        A full node stays ready: it refuses new sessions itself with a 503 handshake
+        that a balancer retries elsewhere, and its running sessions keep their
+        routes; leaving readiness on every full/not-full flip would churn endpoints.
+        """
+        figures: dict[str, object] = {
+            "active_sessions": admission.sessions,
+            "sessions": {pool.value: admission.active[pool] for pool in Pool},
+            "capacity": admission.local_capacity,
+            "capacity_source": admission.estimate.source,
+            "max_sessions": settings.max_sessions,
+            "accepting": app.state.ready and admission.has_room(endpoint.default_pool),
+        }
         if not app.state.ready or endpoint.draining:
             status = "draining" if endpoint.draining else "loading"
-            return JSONResponse({"status": status}, status_code=503)
+            return JSONResponse({"status": status, **figures}, status_code=503)
         checks = {}
         if GOOGLE in registry and google_configured(settings, endpoint.defaults):
             checks[GOOGLE] = await readiness.google(registry.get_loader(GOOGLE))
         ok = all(check.ok for check in checks.values())
         body: dict[str, object] = {
             "status": "ready" if ok else "unavailable",
-            "active_sessions": len(endpoint.active),
+            **figures,
             "checks": {name: check.as_json() for name, check in checks.items()},
         }
+        if not figures["accepting"]:
+            body["retry_after_sec"] = admission.retry_after
         return JSONResponse(body, status_code=200 if ok else 503)
 
     return app

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING
 
 from prometheus_client import (
     CollectorRegistry,
@@ -12,6 +14,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+
+if TYPE_CHECKING:
+    from app.admission import Admission
 
 LAG_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 30.0)
 RTF_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 4.0)
@@ -60,6 +65,44 @@ class Metrics:
         Gauge("asr_engine_passes_running", "Engine passes running now", registry=r).set_function(
             running
         )
+
+    def watch_admission(self, admission: Admission) -> None:
+        """Capacity and load per pool at each scrape: what an autoscaler or balancer reads."""
+        from app.admission import Pool
+
+        r = self.registry
+        capacity = Gauge(
+            "asr_session_capacity",
+            "Sessions this node admits now, by pool (local: measured real-time capacity)",
+            ["pool"],
+            registry=r,
+        )
+        active = Gauge(
+            "asr_sessions_active", "Sessions streaming now, by pool", ["pool"], registry=r
+        )
+        for pool in Pool:
+            capacity.labels(pool.value).set_function(partial(admission.capacity, pool))
+            active.labels(pool.value).set_function(partial(admission.active.__getitem__, pool))
+        Gauge(
+            "asr_load_ratio",
+            "Local sessions / local capacity (1.0: full; the autoscaling target)",
+            registry=r,
+        ).set_function(lambda: admission.load_ratio)
+        Gauge(
+            "asr_stream_cost",
+            "Engine core-seconds per second of audio per local stream (0: not measured yet)",
+            registry=r,
+        ).set_function(lambda: admission.estimate.cost or 0.0)
+        Gauge("asr_draining", "1 while the node drains", registry=r).set_function(
+            lambda: float(admission.draining)
+        )
+        refused = Counter(
+            "asr_admission_refused",
+            "Sessions refused: at the handshake (HTTP 503) or at the config (close 1013)",
+            ["stage", "code"],
+            registry=r,
+        )
+        admission.on_refusal = lambda stage, code: refused.labels(stage, code).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -1,6 +1,7 @@
 """Start the service with uvicorn (`python run.py` or `asr-stream-server`).
 
-On SIGTERM/SIGINT the server first drains: new sessions are refused (1013),
+On SIGTERM/SIGINT the server first drains (as `POST /drain` does): new sessions
+are refused (HTTP 503 before the upgrade),
 running ones may finish for SHUTDOWN_GRACE_SEC, then each gets its last finals,
 `complete` and a 1012 close; only then does uvicorn stop. A second signal
 stops at once.
@@ -40,14 +41,12 @@ class DrainingServer(uvicorn.Server):
         if self._draining is not None or not self.endpoint.streams:
             super().handle_exit(sig, frame)  # nothing to drain, or a second signal
             return
-        logger.info(
-            "draining %d sessions (grace %.0f s)", len(self.endpoint.streams), self.grace_sec
-        )
         self._draining = asyncio.get_event_loop().create_task(self._drain_then_exit(sig, frame))
 
     async def _drain_then_exit(self, sig: int, frame: FrameType | None) -> None:
         try:
-            await self.endpoint.drain(self.grace_sec)
+            # The same drain as `POST /drain` (a preStop hook may have begun it already).
+            await self.endpoint.start_drain(self.grace_sec)
         finally:
             super().handle_exit(sig, frame)
 

@@ -90,7 +90,16 @@ class Settings(BaseSettings):
     config_timeout_sec: float = Field(default=10.0, gt=0.0)
     audio_queue_seconds: float = Field(default=30.0, gt=0.0)
     session_close_timeout_sec: float = Field(default=10.0, gt=0.0)
+    # Hard ceiling of sessions of every engine; local engines are limited sooner, by
+    # the measured capacity (app/capacity.py) while ADMISSION_CONTROL is on.
     max_sessions: int = Field(default=32, ge=1)
+    admission_control: bool = True
+    # Local-engine streams this node keeps in real time (0: measured; see app/capacity.py).
+    local_capacity: int = Field(default=0, ge=0)
+    # Connections between their upgrade and their config: their own bound, not session slots.
+    max_pending_connections: int = Field(default=64, ge=1)
+    # The Retry-After of a 503 (a full or draining node).
+    retry_after_sec: int = Field(default=5, ge=1, le=3600)
     max_session_sec: float = Field(default=4 * 3600.0, gt=0.0)
     idle_timeout_sec: float = Field(default=30.0, gt=0.0)
     send_timeout_sec: float = Field(default=30.0, gt=0.0)

@@ -23,10 +23,12 @@ from typing import TypeVar
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
+from app.admission import Admission, Pool
 from app.asr.base import EngineInfo, Recognizer, RecognizerLoader, TextSpan
 from app.asr.registry import Registry
 from app.audio import PcmFramer
 from app.auth import Authenticator
+from app.capacity import CapacityEstimate, CapacityPolicy
 from app.errors import (
     ASRError,
     AuthError,
@@ -39,6 +41,7 @@ from app.errors import (
     ProtocolError,
     SessionTooLong,
     ShuttingDown,
+    http_status,
 )
 from app.malloc import Trimmer
 from app.messages import (
@@ -159,42 +162,72 @@ class StreamEndpoint:
         self.metrics = metrics or Metrics()
         self.auth = Authenticator(settings)
         self.defaults = SessionDefaults.from_settings(settings)
-        self.active: set[StreamingSession] = set()
         self.streams: dict[str, Stream] = {}
         self._no_streams = asyncio.Event()
-        self.draining = False
-        self._opening = 0
+        self._no_streams.set()
+        self._drain_task: asyncio.Task[None] | None = None
         self.trimmer = Trimmer()
         # Local engines add preview passes while at most one session per two cores streams.
         cores = len(os.sched_getaffinity(0))
-        self.engine_load = EngineLoad(
-            light_sessions=max(1, cores // 2), passes=settings.whisper_num_workers or cores
-        )
+        workers = settings.whisper_num_workers or cores
+        self.engine_load = EngineLoad(light_sessions=max(1, cores // 2), passes=workers)
         load = self.engine_load
         self.metrics.watch_engine_turns(lambda: load.waiting, lambda: load.running)
+        policy = CapacityPolicy(
+            workers=workers,
+            ceiling=settings.max_sessions,
+            override=settings.local_capacity or None,
+        )
+        self.admission = Admission(settings, CapacityEstimate(policy))
+        self.metrics.watch_admission(self.admission)
+
+    @property
+    def active(self) -> list[StreamingSession]:
+        """The sessions streaming now."""
+        return [stream.session for stream in self.streams.values()]
+
+    @property
+    def draining(self) -> bool:
+        return self.admission.draining
+
+    @property
+    def default_pool(self) -> Pool:
+        """The pool of the default backend: what the door checks (most sessions use it)."""
+        return self.pool_of(self.defaults.backend)
+
+    def pool_of(self, backend: str) -> Pool:
+        """Local engines spend this node's cores; an engine with its own loop (Google) not."""
+        loader = self.registry.get_loader(backend)
+        return Pool.REMOTE if isinstance(loader, RecognizerLoader) else Pool.LOCAL
 
     # -- connection ------------------------------------------------------------
 
     async def __call__(self, websocket: WebSocket) -> None:
         try:
             creds = self.auth.check(websocket.headers, websocket.query_params)
-        except AuthError as exc:
+            # Before the upgrade: a full or draining node answers 503, so a balancer
+            # can send the connection to another node (DESIGN.md §2).
+            self.admission.check_door(self.default_pool)
+        except (AuthError, Overloaded) as exc:
             self.metrics.errors.labels(exc.code).inc()
             logger.info("refused a connection: %s", exc.code)
-            await _deny(websocket, exc)
+            await _deny(websocket, exc, self.admission.retry_after)
             return
         session_id = uuid.uuid4().hex[:12]
         session: StreamingSession | None = None
+        pool: Pool | None = None  # the pool whose slot this session holds
         outcome = "error"
         figures = SessionFigures()
-        self._opening += 1
         try:
-            await websocket.accept(subprotocol=creds.subprotocol)
-            self._check_capacity()
-            config = parse_config(await self._receive_config(websocket))
-            plan = plan_session(config, self.settings, self.registry, self.defaults)
+            with self.admission.pending_connection():
+                await websocket.accept(subprotocol=creds.subprotocol)
+                config = parse_config(await self._receive_config(websocket))
+                plan = plan_session(config, self.settings, self.registry, self.defaults)
+                # The engine is known now: its pool must have room (else 1013, the fallback).
+                wanted = self.pool_of(plan.request.backend)
+                self.admission.admit(wanted)
+                pool = wanted
             session, info = await self._open_session(session_id, plan, figures)
-            self._opening -= 1
             await _send(
                 websocket,
                 Metadata(
@@ -230,30 +263,18 @@ class StreamEndpoint:
             self.metrics.errors.labels("internal_error").inc()
             await _send_error(websocket, ASRError("The server failed on this session."))
         finally:
-            if session is None:
-                self._opening -= 1
-            else:
+            if pool is not None:
+                self.admission.release(pool)
+            if session is not None:
                 self.streams.pop(session_id, None)
                 if not self.streams:
                     self._no_streams.set()
-                self.active.discard(session)
                 self.metrics.active_sessions.dec()
                 self.metrics.sessions.labels(outcome).inc()
                 await session.close(self.settings.session_close_timeout_sec)
                 logger.info("[%s] closed (%s): %s", session_id, outcome, figures.summary())
             if session is None:
                 logger.info("[%s] closed (%s)", session_id, outcome)
-
-    def _check_capacity(self) -> None:
-        if self.draining:
-            raise Overloaded(
-                "The server is shutting down; reconnect in a moment.", code="shutting_down"
-            )
-        if len(self.active) + self._opening > self.settings.max_sessions:
-            raise Overloaded(
-                f"The server is serving its maximum of {self.settings.max_sessions} sessions; "
-                "try again later."
-            )
 
     async def _receive_config(self, websocket: WebSocket) -> str:
         timeout = self.settings.config_timeout_sec
@@ -305,7 +326,6 @@ class StreamEndpoint:
             sample_rate=plan.sample_rate_hertz,
         )
         session.start()
-        self.active.add(session)
         self.metrics.active_sessions.inc()
         return session, info
 
@@ -313,6 +333,7 @@ class StreamEndpoint:
         """Recognition thread: one engine pass done (prometheus_client is thread-safe)."""
         self.metrics.audio_transcribed.inc(audio_sec)
         self.metrics.engine_rtf.observe(spent_sec / audio_sec)
+        self.admission.estimate.observe(audio_sec, spent_sec)
         self.trimmer.maybe_trim()  # hand the pass's freed buffers back (app/malloc.py)
 
     # -- streaming ---------------------------------------------------------------
@@ -520,9 +541,16 @@ class StreamEndpoint:
 
     # -- shutdown ------------------------------------------------------------------
 
+    def start_drain(self, grace_sec: float) -> asyncio.Task[None]:
+        """Begin draining (once; later calls get the same task): see `drain`."""
+        if self._drain_task is None:
+            logger.info("draining %d sessions (grace %.0f s)", len(self.streams), grace_sec)
+            self._drain_task = asyncio.get_running_loop().create_task(self.drain(grace_sec))
+        return self._drain_task
+
     async def drain(self, grace_sec: float) -> None:
         """Refuse new sessions; let running ones finish for ``grace_sec``; then end them (1012)."""
-        self.draining = True
+        self.admission.draining = True
         await self._until_no_streams(grace_sec)
         for stream in list(self.streams.values()):
             self._end(
@@ -576,14 +604,21 @@ async def _send(websocket: WebSocket, text: str, within: float | None = None) ->
         raise ClientGone from exc
 
 
-async def _deny(websocket: WebSocket, exc: ASRError) -> None:
-    """Refuse at the handshake: HTTP 401/403 with the error as JSON, or a plain 403."""
-    status = 403 if exc.code == "origin_not_allowed" else 401
+async def _deny(websocket: WebSocket, exc: ASRError, retry_after: int) -> None:
+    """Refuse at the handshake: HTTP 401/403/503 with the error as JSON.
+
+    A server without the denial-response extension cannot answer with a status:
+    it closes with the error's own close code after accepting.
+    """
+    status = http_status(exc)
     body = ErrorMessage(detail=exc.detail, code=exc.code).model_dump()
+    headers = {"Retry-After": str(retry_after)} if status == 503 else None
     try:
-        await websocket.send_denial_response(JSONResponse(body, status_code=status))
-    except RuntimeError:  # the server lacks the denial-response extension
-        await websocket.close(code=int(CloseCode.POLICY_VIOLATION))
+        await websocket.send_denial_response(
+            JSONResponse(body, status_code=status, headers=headers)
+        )
+    except RuntimeError:
+        await websocket.close(code=int(exc.close_code or CloseCode.POLICY_VIOLATION))
 
 
 async def _send_error(websocket: WebSocket, exc: ASRError) -> None:

@@ -34,6 +34,7 @@ class FasterWhisperLoader:
         self._models: dict[Path, Any] = {}  # model folder → shared WhisperModel
         self._names: dict[str, Path] = {}  # model names and paths resolved so far
         self.load_seconds: dict[str, float] = {}
+        self.warm_pass_seconds: dict[str, float] = {}  # a timed pass per model, after warm-up
         self._lock = threading.Lock()
 
     @property
@@ -93,6 +94,7 @@ class FasterWhisperLoader:
                     num_workers=self._settings.whisper_num_workers or len(os.sched_getaffinity(0)),
                 ).model
                 self._warm_up(model)
+                self.warm_pass_seconds[name] = self._timed_pass(model)
                 elapsed = time.perf_counter() - started
                 self.load_seconds[name] = round(elapsed, 3)
                 logger.info("loaded and warmed model %s in %.2f s", name, elapsed)
@@ -119,6 +121,24 @@ class FasterWhisperLoader:
         rng = np.random.default_rng(0)
         noise = rng.normal(0.0, 0.01, int(WARMUP_SECONDS * ENGINE_SAMPLE_RATE)).astype(np.float32)
         FasterWhisperASR("en", model=model, vad_filter=False).transcribe(noise)
+
+    @staticmethod
+    def _timed_pass(model: object) -> float:
+        """One more warm-up pass, timed: the start-up measure of what a pass costs."""
+        started = time.perf_counter()
+        FasterWhisperLoader._warm_up(model)
+        return time.perf_counter() - started
+
+    def stream_cost(self) -> float | None:
+        """Core-seconds per audio-second of one stream of the default model (`app.capacity`).
+
+        Under load a stream runs one pass per ``MIN_CHUNK_SIZE`` of audio (previews
+        stop), each about one warm-up pass on a whole window: so the warm-up's pass
+        time over the step. It overestimates speech with pauses (voice activity skips
+        silence); the node's live measure replaces it once sessions run.
+        """
+        spent = self.warm_pass_seconds.get(self.default_model)
+        return None if spent is None else spent / self._settings.min_chunk_size
 
     def load(self, request: EngineRequest) -> tuple[OnlineASRProcessor, EngineInfo]:
         settings, opts = self._settings, request.options

@@ -410,8 +410,12 @@ async def test_max_sessions_is_enforced_exactly(tmp_path: Path) -> None:
         for ws in held:
             await ws.send(json.dumps(CONFIG))
             assert json.loads(await ws.recv())["type"] == "metadata"
-        messages, close = await converse(small, [CONFIG])
-        assert (codes(messages), close) == (["server_full"], 1013)
+        # Refused before the upgrade, so a balancer can try another node (DESIGN.md §2).
+        with pytest.raises(websockets.InvalidStatus) as refused:
+            await converse(small, [CONFIG])
+        assert refused.value.response.status_code == 503
+        assert refused.value.response.headers["Retry-After"] == "5"
+        assert json.loads(refused.value.response.body)["code"] == "server_full"
         await held[0].close()
         await asyncio.sleep(0.3)
         await assert_healthy(small)  # a slot freed up
@@ -514,8 +518,10 @@ async def test_graceful_shutdown_flushes_sessions_in_flight(tmp_path: Path) -> N
         await asyncio.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
-        late, late_close = await converse(target, [CONFIG])
-        assert (codes(late), late_close) == (["shutting_down"], 1013)
+        with pytest.raises(websockets.InvalidStatus) as late:
+            await converse(target, [CONFIG])
+        assert late.value.response.status_code == 503
+        assert json.loads(late.value.response.body)["code"] == "shutting_down"
         rest = await read_all(ws)
         assert ws.close_code == 1012
         assert codes(rest) == ["shutting_down"]

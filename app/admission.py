@@ -1,0 +1,154 @@
+"""Who may open a session on this node: one policy for every front door.
+
+Two moments, because the engine a session wants is only known from its config:
+
+1. At the door (before a WebSocket upgrade, a WebRTC answer…): the node refuses
+   with HTTP 503 and ``Retry-After`` while it drains, while the pool of the
+   *default* backend is full (most sessions use it), or at ``MAX_SESSIONS``. A
+   load balancer then sends the connection to another node.
+2. At the config: the chosen engine's pool must have room, checked and counted
+   in one step on the event loop. A session that passed the door but finds its
+   pool full (another backend's pool, or a burst that filled the pool between
+   the two moments) gets ``server_full`` and close 1013: the fallback, counted
+   in ``asr_admission_refused_total{stage="config"}``.
+
+Pools: ``local`` engines run passes on this machine's cores and are limited by
+the measured capacity (`app.capacity`); ``remote`` engines (Google) cost little
+CPU here and are limited only by ``MAX_SESSIONS``, which bounds both together.
+Connections still sending their config are not sessions: they take no slot,
+and have their own bound (``MAX_PENDING_CONNECTIONS``).
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from app.capacity import CapacityEstimate
+from app.errors import Overloaded
+from app.settings import Settings
+
+
+class Pool(enum.StrEnum):
+    LOCAL = "local"  # passes on this node's cores: the measured capacity
+    REMOTE = "remote"  # an engine elsewhere (Google): only MAX_SESSIONS
+
+
+class Admission:
+    """The node's sessions by pool, its capacity, and whether it drains."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        estimate: CapacityEstimate,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.settings = settings
+        self.estimate = estimate
+        self.clock = clock
+        self.active: Counter[Pool] = Counter()
+        self.pending = 0  # connections that have not sent a valid config yet
+        self.draining = False
+        # Told of each refusal: (stage "handshake" or "config", error code), for metrics.
+        self.on_refusal: Callable[[str, str], None] | None = None
+
+    # -- figures -------------------------------------------------------------------
+
+    @property
+    def local_capacity(self) -> int:
+        """Local-engine streams this node keeps in real time (or all, with admission off)."""
+        if not self.settings.admission_control:
+            return self.settings.max_sessions
+        self.estimate.roll(self.clock())
+        return self.estimate.capacity
+
+    def capacity(self, pool: Pool) -> int:
+        return self.local_capacity if pool is Pool.LOCAL else self.settings.max_sessions
+
+    @property
+    def sessions(self) -> int:
+        return sum(self.active.values())
+
+    def has_room(self, pool: Pool) -> bool:
+        return (
+            not self.draining
+            and self.sessions < self.settings.max_sessions
+            and self.active[pool] < self.capacity(pool)
+        )
+
+    @property
+    def load_ratio(self) -> float:
+        """Local sessions over local capacity: the autoscaler's target (1.0 is full)."""
+        return self.active[Pool.LOCAL] / max(1, self.local_capacity)
+
+    @property
+    def retry_after(self) -> int:
+        return self.settings.retry_after_sec
+
+    # -- the two checks ------------------------------------------------------------
+
+    def check_door(self, default_pool: Pool) -> None:
+        """Before the upgrade: raise `Overloaded` (→ HTTP 503) if no session could start."""
+        if self.pending >= self.settings.max_pending_connections:
+            self._refuse(
+                "handshake",
+                Overloaded(
+                    f"The server has {self.pending} connections waiting for their config; "
+                    f"try again in {self.retry_after} s."
+                ),
+            )
+        self._check("handshake", default_pool)
+
+    @contextmanager
+    def pending_connection(self) -> Iterator[None]:
+        """A connection between its upgrade and its config (or its end)."""
+        self.pending += 1
+        try:
+            yield
+        finally:
+            self.pending -= 1
+
+    def admit(self, pool: Pool) -> None:
+        """After the config: take a slot in ``pool`` or raise `Overloaded` (→ 1013)."""
+        self._check("config", pool)
+        self.active[pool] += 1
+
+    def release(self, pool: Pool) -> None:
+        self.active[pool] -= 1
+
+    def _check(self, stage: str, pool: Pool) -> None:
+        if self.draining:
+            self._refuse(
+                stage,
+                Overloaded(
+                    "The server is shutting down and takes no new sessions; "
+                    f"reconnect in {self.retry_after} s (to another node behind a balancer).",
+                    code="shutting_down",
+                ),
+            )
+        if self.sessions >= self.settings.max_sessions:
+            self._refuse(
+                stage,
+                Overloaded(
+                    f"The server is serving its maximum of {self.settings.max_sessions} "
+                    f"sessions; try again in {self.retry_after} s."
+                ),
+            )
+        capacity = self.capacity(pool)
+        if self.active[pool] >= capacity:
+            self._refuse(
+                stage,
+                Overloaded(
+                    f"The server's {pool.value} engines are serving the {capacity} streams they "
+                    f"keep in real time; try again in {self.retry_after} s."
+                ),
+            )
+
+    def _refuse(self, stage: str, error: Overloaded) -> None:
+        if self.on_refusal is not None:
+            self.on_refusal(stage, error.code)
+        raise error

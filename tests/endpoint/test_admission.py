@@ -1,0 +1,154 @@
+"""Admission in-process: a full or draining node answers 503 before the upgrade.
+
+`/ready` shows the figures a balancer or an autoscaler reads; `POST /drain`
+ends the node's service without ending the process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+from starlette.testclient import WebSocketDenialResponse
+
+from app.asr.registry import Registry
+from app.main import create_app
+from app.settings import Settings
+from tests.endpoint.test_ws import CONFIG, URL, send_audio, start
+from tests.support.scripted import CountingLoader
+from tests.support.ws import drain
+
+
+def make_client(**values: object) -> TestClient:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        default_backend="scripted",
+        default_model="counting",
+        shutdown_grace_sec=0.5,
+        **values,  # type: ignore[arg-type]
+    )
+    registry = Registry(settings, entries={})
+    registry.register_loader("scripted", CountingLoader())
+    return TestClient(create_app(settings, registry))
+
+
+@pytest.fixture
+def small() -> Iterator[TestClient]:
+    with make_client(local_capacity=2, api_keys="k1") as client:
+        yield client
+
+
+AUTH = {"Authorization": "Bearer k1"}
+
+
+def refusal(client: TestClient, headers: dict[str, str] | None = None) -> WebSocketDenialResponse:
+    with pytest.raises(WebSocketDenialResponse) as refused:  # noqa: SIM117
+        with client.websocket_connect(URL, headers=headers or AUTH):
+            pass
+    return refused.value
+
+
+def metric(client: TestClient, name: str) -> float:
+    text = client.get("/metrics", headers=AUTH).text
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))
+
+
+def test_a_full_node_answers_503_with_retry_after_before_the_upgrade(small: TestClient) -> None:
+    with (
+        small.websocket_connect(URL, headers=AUTH) as a,
+        small.websocket_connect(URL, headers=AUTH) as b,
+    ):
+        start(a)
+        start(b)
+        ready = small.get("/ready").json()
+        assert (ready["active_sessions"], ready["capacity"], ready["accepting"]) == (2, 2, False)
+        assert ready["capacity_source"] == "setting" and ready["retry_after_sec"] == 5
+        refused = refusal(small)
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "5"
+        body = json.loads(refused.content)
+        assert body["type"] == "error" and body["code"] == "server_full"
+        assert "try again in 5 s" in body["detail"]
+        # A wrong key is still told so first (401), full or not.
+        assert refusal(small, {"Authorization": "Bearer nope"}).status_code == 401
+        assert (
+            metric(small, 'asr_admission_refused_total{code="server_full",stage="handshake"}') == 1
+        )
+        assert metric(small, 'asr_sessions_active{pool="local"}') == 2
+        assert metric(small, 'asr_session_capacity{pool="local"}') == 2
+        assert metric(small, "asr_load_ratio") == 1.0
+        a.send_text('{"type": "stop"}')
+        assert drain(a)[1] == 1000
+    # A slot freed: the next session starts.
+    with small.websocket_connect(URL, headers=AUTH) as c:
+        start(c)
+        c.send_text('{"type": "stop"}')
+        assert drain(c)[1] == 1000
+
+
+def test_a_session_whose_pool_filled_after_the_door_gets_server_full_and_1013() -> None:
+    with make_client(local_capacity=1) as client:
+        with client.websocket_connect(URL) as early, client.websocket_connect(URL) as late:
+            start(early)  # both passed the door; the first config takes the only slot
+            late.send_text(json.dumps(CONFIG))
+            messages, code = drain(late)
+            assert [m["code"] for m in messages] == ["server_full"] and code == 1013
+            early.send_text('{"type": "stop"}')
+            drain(early)
+        assert (
+            metric_plain(client, 'asr_admission_refused_total{code="server_full",stage="config"}')
+            == 1
+        )
+
+
+def metric_plain(client: TestClient, name: str) -> float:
+    text = client.get("/metrics").text
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+-]+)$", text, re.MULTILINE)
+    assert match, name
+    return float(match.group(1))
+
+
+def test_drain_refuses_new_sessions_lets_running_ones_finish_and_keeps_the_process(
+    small: TestClient,
+) -> None:
+    assert small.post("/drain").status_code == 401  # the same keys as the stream
+    with small.websocket_connect(URL, headers=AUTH) as running:
+        start(running)
+        send_audio(running, 1.0)
+        answer = small.post("/drain", headers=AUTH)
+        assert (answer.status_code, answer.json()) == (
+            202,
+            {"status": "draining", "active_sessions": 1},
+        )
+        ready = small.get("/ready")
+        assert ready.status_code == 503 and ready.json()["status"] == "draining"
+        refused = refusal(small)
+        assert refused.status_code == 503 and json.loads(refused.content)["code"] == "shutting_down"
+        # Within the grace the running session ends on its own terms: every word, then 1000.
+        send_audio(running, 1.0)
+        running.send_text('{"type": "stop"}')
+        messages, code = drain(running)
+        finals = "".join(m["text"] for m in messages if m.get("is_final"))
+        assert (finals.split(), code) == (["w0", "w1", "end32000"], 1000)
+    assert small.get("/health").status_code == 200  # the process still serves
+    assert small.post("/drain", headers=AUTH).status_code == 202  # again: the same drain
+
+
+def test_past_the_grace_a_drain_ends_sessions_with_their_finals_complete_and_1012(
+    small: TestClient,
+) -> None:
+    with small.websocket_connect(URL, headers=AUTH) as running:
+        start(running)
+        send_audio(running, 2.0)
+        small.post("/drain", headers=AUTH)  # grace 0.5 s, and the client never stops
+        messages, code = drain(running)
+    assert code == 1012
+    assert [m["code"] for m in messages if m["type"] == "error"] == ["shutting_down"]
+    assert messages[-1] == {"type": "complete"}
+    finals = "".join(m["text"] for m in messages if m.get("is_final"))
+    assert finals.split() == ["w0", "w1", "end32000"]  # every second sent is final

@@ -1,0 +1,117 @@
+"""Capacity and admission as pure arithmetic: numbers in, streams and refusals out."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.admission import Admission, Pool
+from app.capacity import (
+    MIN_WINDOW_AUDIO_SEC,
+    SMOOTHING,
+    WINDOW_SEC,
+    CapacityEstimate,
+    CapacityPolicy,
+)
+from app.errors import Overloaded
+from app.settings import Settings
+
+
+def test_capacity_is_the_streams_whose_cost_fits_the_workers_at_the_target_use() -> None:
+    policy = CapacityPolicy(workers=2, ceiling=32, target_utilization=0.8)
+    # 0.2 core-s per audio-s: 2 cores x 0.8 / 0.2 = 8 streams (the measured tiny.en figure).
+    assert policy.streams_for(0.2) == 8
+    assert policy.streams_for(0.21) == 7  # floor: the 8th would not fit
+    assert policy.streams_for(5.0) == 1  # a slow engine still serves one stream
+    assert policy.streams_for(0.001) == 32  # never past MAX_SESSIONS
+    assert policy.streams_for(None) == 32  # nothing measured: the ceiling is all there is
+
+
+def test_the_operators_figure_wins_but_not_over_the_ceiling() -> None:
+    assert CapacityPolicy(workers=2, ceiling=32, override=5).streams_for(0.01) == 5
+    assert CapacityPolicy(workers=2, ceiling=4, override=10).streams_for(None) == 4
+
+
+def test_live_windows_replace_the_prior_then_move_it_by_their_weight() -> None:
+    estimate = CapacityEstimate(CapacityPolicy(workers=2, ceiling=32), prior_cost=0.4)
+    assert (estimate.capacity, estimate.source) == (4, "start-up")
+    estimate.roll(0.0)  # the first window opens
+    estimate.observe(audio_sec=20.0, spent_sec=4.0)  # 0.2 per audio-second
+    estimate.roll(WINDOW_SEC / 2)
+    assert estimate.cost == 0.4  # the window is not over
+    estimate.roll(WINDOW_SEC)
+    assert estimate.cost == pytest.approx(0.2)  # the first window replaces the prior
+    assert (estimate.capacity, estimate.source) == (8, "measured")
+    estimate.observe(audio_sec=10.0, spent_sec=1.0)  # 0.1: speech with pauses
+    estimate.roll(2 * WINDOW_SEC)
+    assert estimate.cost == pytest.approx((1 - SMOOTHING) * 0.2 + SMOOTHING * 0.1)
+
+
+def test_a_window_that_heard_too_little_waits_for_more() -> None:
+    estimate = CapacityEstimate(CapacityPolicy(workers=2, ceiling=32), prior_cost=0.4)
+    estimate.roll(0.0)
+    estimate.observe(audio_sec=MIN_WINDOW_AUDIO_SEC / 2, spent_sec=0.1)
+    estimate.roll(WINDOW_SEC)
+    assert (estimate.cost, estimate.windows) == (0.4, 0)  # one short pass says little
+    estimate.observe(audio_sec=MIN_WINDOW_AUDIO_SEC, spent_sec=1.4)
+    estimate.roll(WINDOW_SEC + 1)
+    assert estimate.cost == pytest.approx(1.5 / (1.5 * MIN_WINDOW_AUDIO_SEC))
+
+
+def settings(**values: object) -> Settings:
+    return Settings(_env_file=None, **values)  # type: ignore[arg-type]
+
+
+def admission(capacity: int, **values: object) -> Admission:
+    s = settings(local_capacity=capacity, **values)
+    policy = CapacityPolicy(workers=2, ceiling=s.max_sessions, override=capacity)
+    return Admission(s, CapacityEstimate(policy))
+
+
+def test_the_door_refuses_when_the_default_pool_is_full_and_the_config_when_its_pool_is() -> None:
+    node = admission(2, max_sessions=3)
+    node.admit(Pool.LOCAL)
+    node.admit(Pool.LOCAL)
+    with pytest.raises(Overloaded) as full:
+        node.check_door(Pool.LOCAL)
+    assert full.value.code == "server_full" and "2 streams" in full.value.detail
+    node.check_door(Pool.REMOTE)  # a Google default still has room
+    node.admit(Pool.REMOTE)
+    with pytest.raises(Overloaded):  # MAX_SESSIONS bounds both pools together
+        node.admit(Pool.REMOTE)
+    with pytest.raises(Overloaded):
+        node.check_door(Pool.REMOTE)  # 3 sessions: the ceiling, whatever the pool
+    node.release(Pool.LOCAL)
+    node.check_door(Pool.LOCAL)
+    node.admit(Pool.LOCAL)
+    assert dict(node.active) == {Pool.LOCAL: 2, Pool.REMOTE: 1}
+
+
+def test_pending_connections_take_no_slot_but_have_their_own_bound() -> None:
+    node = admission(1, max_pending_connections=2)
+    refused: list[tuple[str, str]] = []
+    node.on_refusal = lambda stage, code: refused.append((stage, code))
+    with node.pending_connection(), node.pending_connection():
+        node.admit(Pool.LOCAL)  # two connections still sending configs did not fill the node
+        node.release(Pool.LOCAL)
+        with pytest.raises(Overloaded):
+            node.check_door(Pool.LOCAL)
+    assert node.pending == 0
+    node.check_door(Pool.LOCAL)
+    assert refused == [("handshake", "server_full")]
+
+
+def test_a_draining_node_refuses_with_its_own_code_at_both_stages() -> None:
+    node = admission(4)
+    node.draining = True
+    for check in (node.check_door, node.admit):
+        with pytest.raises(Overloaded) as refused:
+            check(Pool.LOCAL)
+        assert refused.value.code == "shutting_down"
+    assert node.sessions == 0
+
+
+def test_admission_off_keeps_only_max_sessions() -> None:
+    s = settings(admission_control=False, max_sessions=5)
+    node = Admission(s, CapacityEstimate(CapacityPolicy(2, 5), prior_cost=2.0))
+    assert node.local_capacity == 5  # the estimate (1 stream) is not applied
+    assert node.load_ratio == 0.0
