@@ -1,4 +1,8 @@
-"""Start the streaming ASR service: `python run.py` (settings from the environment / .env)."""
+"""Start the streaming ASR service: `python run.py [--flags]`.
+
+Every setting is also a flag (`python run.py --help` lists them; see app/cli.py):
+flags win over the environment, which wins over `.env`.
+"""
 
 from app.server import main
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any, Literal
 
@@ -11,11 +12,13 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.asr.base import EngineRequest, RecognizerLoader, StreamingOptions
-from app.errors import ASRError, ConfigError
+from app.errors import ASRError, BackendFailure, ConfigError
 from app.languages import to_whisper_language
 from app.messages import ErrorMessage
 from app.plan import SessionDefaults
 from app.ws import StreamEndpoint
+
+logger = logging.getLogger(__name__)
 
 
 class LoadModelRequest(BaseModel):
@@ -32,8 +35,12 @@ class LoadModelRequest(BaseModel):
     buffer_trimming_sec: float | None = Field(default=None, gt=1.0, le=28.0)
 
 
-def _error(exc: ASRError, status: int = 400) -> JSONResponse:
-    body = ErrorMessage(detail=exc.detail, code=exc.code).model_dump()
+def _error(exc: ASRError, backend: str | None = None) -> JSONResponse:
+    """Our JSON error: 500 for an engine that failed, 400 for a request it cannot serve."""
+    body: dict[str, Any] = ErrorMessage(detail=exc.detail, code=exc.code).model_dump()
+    if backend is not None:
+        body["backend"] = backend
+    status = 500 if isinstance(exc, BackendFailure) else 400
     return JSONResponse(body, status_code=status)
 
 
@@ -61,7 +68,11 @@ def admin_router(endpoint: StreamEndpoint) -> APIRouter:
 
     @router.post("/load_model", response_model=None)
     async def load_model(body: LoadModelRequest) -> dict[str, Any] | JSONResponse:
-        """Load and warm a backend + model; make it the default for new sessions."""
+        """Load and warm a backend + model; make it the default for new sessions.
+
+        A backend that cannot serve the request answers 400, one that failed 500,
+        each with our ``error`` body and the backend's name; the service stays up.
+        """
         current = endpoint.defaults
         backend = body.backend or current.backend
         if backend not in registry:
@@ -71,7 +82,8 @@ def admin_router(endpoint: StreamEndpoint) -> APIRouter:
                     f"Field 'backend' names {backend!r}, which is not registered; "
                     f"available: {known}.",
                     code="unknown_backend",
-                )
+                ),
+                backend,
             )
         model = body.model or (current.model if backend == current.backend else "")
         language_code = body.lan or current.language_code
@@ -96,7 +108,15 @@ def admin_router(endpoint: StreamEndpoint) -> APIRouter:
             else:
                 _, info = await asyncio.to_thread(loader.load, request)
         except ASRError as exc:
-            return _error(exc)
+            logger.info("load_model %s: %s: %s", backend, exc.code, exc.detail)
+            return _error(exc, backend)
+        except Exception as exc:  # a plugin's own code: never a traceback to the client
+            logger.exception("load_model: backend %s failed", backend)
+            failure = BackendFailure(
+                f"Backend '{backend}' failed to load model {model!r} ({type(exc).__name__}); "
+                "the server log has the details. The service is still running."
+            )
+            return _error(failure, backend)
         elapsed = time.perf_counter() - started
         endpoint.defaults = SessionDefaults(
             backend=backend,

@@ -16,10 +16,10 @@ from types import FrameType
 
 import uvicorn
 
+from app.cli import settings_from_command_line
 from app.cpu import limit_blas_threads
 from app.main import create_app
 from app.malloc import tune_malloc
-from app.settings import Settings
 from app.ws import StreamEndpoint
 
 logger = logging.getLogger(__name__)
@@ -77,7 +77,7 @@ def redact_tokens_in_logs() -> None:
 def main() -> None:
     tune_malloc()  # before any thread allocates (see app/malloc.py)
     limit_blas_threads()  # the cores belong to the model calls (see app/cpu.py)
-    settings = Settings()
+    settings = settings_from_command_line()  # flags, then the environment, then .env
     logging.basicConfig(
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

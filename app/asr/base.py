@@ -9,10 +9,19 @@ Two ways to plug in an engine:
   takes audio chunks and returns committed text.
 
 Either is handed to sessions by a `ModelLoader` registered under a backend name.
+
+The integration guides (docs/BACKENDS.md, and the `asr_interface` package that
+gives their import paths) write a model the way ufal/whisper_streaming did: a
+subclass of a base class whose constructor loads the model. `ASRModelBase` is
+that class; it satisfies the `ASRBase` protocol, which is what the service
+checks, so a model that does not inherit from it serves just as well.
+Likewise `ASRConfig` is the guides' loader configuration, and `EngineRequest`,
+what a loader gets here, answers to the same names.
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import (
@@ -22,12 +31,14 @@ from typing import (
     NamedTuple,
     NotRequired,
     Protocol,
+    TextIO,
     TypedDict,
     runtime_checkable,
 )
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     from app.session import AudioHandoff, Emit
@@ -118,7 +129,69 @@ class ASRBase(Protocol):
         ...
 
 
-ProcessorResult = TextSpan | tuple[float, float, str] | None
+class ASRModelBase:
+    """whisper_streaming's ``ASRBase`` as a base class: subclass it and fill in the model.
+
+    The constructor is the original's: it keeps ``lan`` as `original_language`
+    (None for ``"auto"``), starts `transcribe_kargs` empty and loads the model
+    with ``self.model = self.load_model(modelsize, cache_dir, model_dir)``.
+    A subclass implements `transcribe` (returning the `TranscribeResult`
+    layout) and, unless its results have that layout, `ts_words` and
+    `segments_end_ts`. It satisfies the `ASRBase` protocol.
+
+    Unlike the original, nothing here raises ``NotImplemented`` (a `TypeError`):
+    `load_model` keeps a model the subclass set before calling
+    ``super().__init__`` (the guides' Path 1 shape), `use_vad` records the wish
+    in `transcribe_kargs` for models that have a filter to pass it to, and the
+    two extraction methods read the `TranscribeResult` layout.
+    """
+
+    sep: str = " "
+    """Joins the words of `ts_words`: " " when words come bare, "" when they carry their space."""
+
+    def __init__(
+        self,
+        lan: str,
+        modelsize: str | None = None,
+        cache_dir: str | None = None,
+        model_dir: str | None = None,
+        logfile: TextIO = sys.stderr,
+    ) -> None:
+        self.logfile = logfile
+        self.transcribe_kargs: dict[str, Any] = {}
+        self.original_language: str | None = None if lan == "auto" else lan
+        self.model: Any = self.load_model(modelsize, cache_dir, model_dir)
+
+    def load_model(
+        self,
+        modelsize: str | None = None,
+        cache_dir: str | None = None,
+        model_dir: str | None = None,
+    ) -> Any:
+        """Load and return the model; by default, the one the subclass already set (or None)."""
+        return getattr(self, "model", None)
+
+    def transcribe(self, audio: Audio, init_prompt: str = "") -> TranscribeResult:
+        """Transcribe the whole buffer; a subclass must implement it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement transcribe()")
+
+    def ts_words(self, result: TranscribeResult) -> Sequence[RawWord]:
+        """The words of a `TranscribeResult` as ``(start, end, word)``."""
+        return result_words(result)
+
+    def segments_end_ts(self, result: TranscribeResult) -> list[float]:
+        """The end of each segment of a `TranscribeResult`."""
+        return segment_ends(result)
+
+    def use_vad(self) -> None:
+        """Ask for the model's own voice activity filter (``transcribe_kargs["vad_filter"]``)."""
+        self.transcribe_kargs["vad_filter"] = True
+
+
+NO_RESULT = (None, None, "")
+"""whisper_streaming's "nothing committed" result, accepted from any processor."""
+
+ProcessorResult = TextSpan | tuple[float, float, str] | tuple[None, None, str] | None
 
 
 @runtime_checkable
@@ -126,8 +199,9 @@ class ASRProcessor(Protocol):
     """A streaming engine (Path 2): audio chunks in, committed text out.
 
     `process_iter` and `finish` return committed (final) text, never revised,
-    as a `TextSpan` or a ``(start, end, text)`` tuple, or ``None`` when there is
-    nothing new. Times are seconds of stream audio.
+    as a `TextSpan` or a ``(start, end, text)`` tuple, or ``None`` (or
+    whisper_streaming's ``(None, None, "")``) when there is nothing new. Times
+    are seconds of stream audio.
     """
 
     def init(self, offset: float = 0.0) -> None:
@@ -177,9 +251,41 @@ class StreamingOptions:
     buffer_trimming_sec: float | None = None
 
 
+class ASRConfig(BaseModel):
+    """The integration guides' loader configuration (their ``asr_interface.core.config``).
+
+    Field names and defaults are the guides' (those of whisper_streaming's
+    command line), except ``backend``, whose default is this service's. A
+    loader here is handed an `EngineRequest`, which answers to the same names,
+    so a loader written against either works; build an `ASRConfig` yourself to
+    call a loader directly, as the guides' tests do.
+    """
+
+    model: str = Field(description="Model name or size ('tiny', 'base'…) or a path")
+    lan: str = Field(default="auto", description="Language code, or 'auto' to detect it")
+    task: Literal["transcribe", "translate"] = "transcribe"
+    backend: str = Field(default="faster-whisper", description="Registered backend name")
+    min_chunk_size: float = Field(default=1.0, gt=0.0, description="Seconds of audio per pass")
+    buffer_trimming: Literal["segment", "sentence"] = "segment"
+    buffer_trimming_sec: float = Field(default=10.0, gt=0.0, description="Trim past this long")
+    model_cache_dir: str | None = Field(default=None, description="Where models are cached")
+    model_dir: str | None = Field(default=None, description="A model folder (overrides model)")
+    vac: bool = Field(default=False, description="Voice activity control (whisper_streaming)")
+    vad: bool = Field(default=False, description="The model's own voice activity filter")
+
+
+GUIDE_DEFAULTS = ASRConfig(model="")
+"""`ASRConfig`'s defaults, for the names an `EngineRequest` answers to."""
+
+
 @dataclass(frozen=True)
 class EngineRequest:
-    """What a session (or `/load_model`) asks a loader for."""
+    """What a session (or `/load_model`) asks a loader for.
+
+    It also answers to the guides' `ASRConfig` names (`lan`, `min_chunk_size`,
+    `buffer_trimming`, `buffer_trimming_sec`, `model_cache_dir`, `model_dir`,
+    `vac`, `vad`), so a loader written after the guides reads it unchanged.
+    """
 
     backend: str
     model: str
@@ -193,6 +299,36 @@ class EngineRequest:
     interim_results: bool = True
     task: Literal["transcribe", "translate"] = "transcribe"
     options: StreamingOptions = field(default_factory=StreamingOptions)
+    model_cache_dir: str | None = None
+    """Where the service keeps models (MODEL_CACHE_DIR), for loaders that cache their own."""
+    model_dir: str | None = None
+
+    # -- the guides' `ASRConfig` names -------------------------------------------------
+
+    @property
+    def lan(self) -> str:
+        """The Whisper language code, or the BCP-47 tag as sent when Whisper lacks it."""
+        return self.language or self.language_code
+
+    @property
+    def min_chunk_size(self) -> float:
+        return self.options.min_chunk_size or GUIDE_DEFAULTS.min_chunk_size
+
+    @property
+    def buffer_trimming(self) -> Literal["segment", "sentence"]:
+        return self.options.buffer_trimming or GUIDE_DEFAULTS.buffer_trimming
+
+    @property
+    def buffer_trimming_sec(self) -> float:
+        return self.options.buffer_trimming_sec or GUIDE_DEFAULTS.buffer_trimming_sec
+
+    @property
+    def vac(self) -> bool:
+        return GUIDE_DEFAULTS.vac
+
+    @property
+    def vad(self) -> bool:
+        return GUIDE_DEFAULTS.vad
 
 
 @dataclass(frozen=True)
@@ -209,7 +345,14 @@ class EngineInfo:
 
 
 class ModelLoader(Protocol):
-    """Builds a fresh processor per session; heavy models are cached inside the loader."""
+    """Builds a fresh processor per session; heavy models are cached inside the loader.
+
+    A loader that inherits from this class, as the integration guides write
+    them, may instead return the guides' metadata dict (``separator``,
+    ``model_type``, ``model_size`` or ``model_path``, ``language``,
+    ``backend``); the registry maps it onto an `EngineInfo`
+    (`app.asr.registry.GuideLoader`).
+    """
 
     def load(self, request: EngineRequest) -> tuple[ASRProcessor, EngineInfo]: ...
 
@@ -270,8 +413,16 @@ def segment_ends(result: TranscribeResult) -> list[float]:
 
 
 def as_text_span(result: ProcessorResult) -> TextSpan | None:
-    """Normalise a processor result; empty text counts as nothing."""
+    """Normalise a processor result; empty text (as in ``(None, None, "")``) counts as nothing."""
     if result is None:
         return None
-    span = result if isinstance(result, TextSpan) else TextSpan(*result)
+    if isinstance(result, TextSpan):
+        span = result
+    else:
+        start, end, text = result
+        if not text or not text.strip():
+            return None
+        if start is None or end is None:
+            raise TypeError(f"a processor returned text without times: {result!r}")
+        span = TextSpan(float(start), float(end), text)
     return span if span.text.strip() else None

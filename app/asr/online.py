@@ -78,7 +78,7 @@ import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TextIO
 
 import numpy as np
 
@@ -291,18 +291,58 @@ class ProcessorOptions:
             raise ValueError(f"max_buffer_sec must exceed {FORCED_CUT_KEEP_SEC} s")
 
 
+def guide_options(buffer_trimming: tuple[str, float]) -> ProcessorOptions:
+    """whisper_streaming's ``buffer_trimming=(mode, seconds)`` as `ProcessorOptions`.
+
+    The hard buffer cap stays above the trimming length, as the service's own
+    loader keeps it (a cap below it would cut before trimming ever could).
+    """
+    mode, seconds = buffer_trimming
+    if mode not in ("segment", "sentence"):
+        raise ValueError(f"buffer_trimming mode must be 'segment' or 'sentence', not {mode!r}")
+    seconds = float(seconds)
+    if not seconds > 0:
+        raise ValueError(f"buffer_trimming seconds must be positive, not {seconds!r}")
+    cap = max(ProcessorOptions.max_buffer_sec, seconds + 1.0)
+    trimming: Literal["segment", "sentence"] = "segment" if mode == "segment" else "sentence"
+    return ProcessorOptions(
+        buffer_trimming=trimming, buffer_trimming_sec=seconds, max_buffer_sec=cap
+    )
+
+
 class OnlineASRProcessor:
-    """Turns an `ASRBase` into a streaming `ASRProcessor` (see the module docstring)."""
+    """Turns an `ASRBase` into a streaming `ASRProcessor` (see the module docstring).
+
+    Two ways to build one: ``OnlineASRProcessor(asr, ProcessorOptions(...), speech)``,
+    or the integration guides' (whisper_streaming's) keywords,
+    ``OnlineASRProcessor(asr=asr, buffer_trimming=("segment", 15),
+    min_chunk_sec=1.0, logfile=sys.stderr)``. ``min_chunk_sec`` does not change
+    the processor: the session reads it (as `min_chunk_sec`) to know how much
+    audio to gather between passes. ``logfile`` is kept for compatibility; the
+    processor writes nothing.
+    """
 
     def __init__(
         self,
         asr: ASRBase,
         options: ProcessorOptions | None = None,
         speech: SpeechTimeline | None = None,
+        *,
+        buffer_trimming: tuple[str, float] | None = None,
+        min_chunk_sec: float | None = None,
+        logfile: TextIO | None = None,
     ) -> None:
+        if buffer_trimming is not None:
+            if options is not None:
+                raise ValueError("give either options or buffer_trimming, not both")
+            options = guide_options(buffer_trimming)
+        if min_chunk_sec is not None and not min_chunk_sec > 0:
+            raise ValueError(f"min_chunk_sec must be positive, not {min_chunk_sec!r}")
         self.asr = asr
         self.options = options or ProcessorOptions()
         self.speech = speech  # voice activity over the whole stream, if any
+        self.min_chunk_sec = min_chunk_sec
+        self.logfile = logfile
         self.init()
 
     # -- ASRProcessor protocol ------------------------------------------------

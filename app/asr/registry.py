@@ -12,19 +12,38 @@ A lazy entry's module is imported only when its backend is first chosen, so
 an optional dependency is needed only by those who use it. A factory is
 called with the service `Settings` and returns a loader (a `ModelLoader`, or a
 `RecognizerLoader` for engines with their own streaming loop).
+
+A loader that inherits from `ModelLoader`, as the integration guides write
+them, is served through a `GuideLoader`: it gets the request with the
+service's streaming settings filled in (the guides' `ASRConfig` names), may
+return the guides' metadata dict instead of an `EngineInfo`, and a failure in
+it is reported as the named backend's (`BackendFailure`), not a bare exception.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.metadata
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, TypeAlias
 
-from app.asr.base import ModelLoader, RecognizerLoader
-from app.errors import ASRError, BackendUnavailable
+from app.asr.base import (
+    ASRProcessor,
+    Audio,
+    EngineInfo,
+    EngineRequest,
+    ModelLoader,
+    ProcessorResult,
+    RecognizerLoader,
+    StreamingOptions,
+    SupportsInterim,
+    TextSpan,
+    as_text_span,
+)
+from app.errors import ASRError, BackendFailure, BackendUnavailable
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -61,6 +80,121 @@ def entry_point_backends() -> dict[str, str]:
     return {ep.name: ep.value for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)}
 
 
+def is_guide_loader(loader: object) -> bool:
+    """A loader written after the guides: it inherits from the `ModelLoader` protocol."""
+    return ModelLoader in type(loader).__mro__ and not isinstance(loader, RecognizerLoader)
+
+
+class SeparatedProcessor:
+    """Starts each final with the engine's ``separator``, so finals concatenate into text.
+
+    The guides' metadata names the separator the server joins segments with;
+    here finals are joined by concatenation, so each carries its own (see
+    STREAMING.md). Used for processors without interim results, which follow
+    the guides' conventions rather than the service's.
+    """
+
+    def __init__(self, processor: ASRProcessor, separator: str) -> None:
+        self.processor = processor
+        self.separator = separator
+        self.min_chunk_sec: float | None = getattr(processor, "min_chunk_sec", None)
+
+    def init(self, offset: float = 0.0) -> None:
+        self.processor.init(offset)
+
+    def insert_audio_chunk(self, audio: Audio) -> None:
+        self.processor.insert_audio_chunk(audio)
+
+    def process_iter(self) -> ProcessorResult:
+        return self._separated(self.processor.process_iter())
+
+    def finish(self) -> ProcessorResult:
+        return self._separated(self.processor.finish())
+
+    def _separated(self, result: ProcessorResult) -> TextSpan | None:
+        span = as_text_span(result)
+        if span is None or span.text.startswith(self.separator):
+            return span
+        return dataclasses.replace(span, text=self.separator + span.text)
+
+
+class GuideLoader:
+    """Serves a loader written after the integration guides (see the module docstring)."""
+
+    def __init__(self, name: str, loader: ModelLoader, settings: Settings) -> None:
+        self.name = name
+        self.loader = loader
+        self._settings = settings
+
+    def __getattr__(self, attr: str) -> Any:
+        # `describe` and anything else the plugin offers (not our own attributes:
+        # they are missing only while the object is being built or copied).
+        if attr in ("name", "loader", "_settings"):
+            raise AttributeError(attr)
+        return getattr(self.loader, attr)
+
+    def request_for(self, request: EngineRequest) -> EngineRequest:
+        """The request with the service's settings where it leaves a value open."""
+        s, opts = self._settings, request.options
+        return dataclasses.replace(
+            request,
+            options=StreamingOptions(
+                min_chunk_size=opts.min_chunk_size or s.min_chunk_size,
+                buffer_trimming=opts.buffer_trimming or s.buffer_trimming,
+                buffer_trimming_sec=opts.buffer_trimming_sec or s.buffer_trimming_sec,
+            ),
+            model_cache_dir=request.model_cache_dir or str(s.model_cache_dir),
+        )
+
+    def load(self, request: EngineRequest) -> tuple[ASRProcessor, EngineInfo]:
+        request = self.request_for(request)
+        try:
+            processor, metadata = self.loader.load(request)
+        except ASRError:
+            raise
+        except Exception as exc:
+            logger.exception("backend %s failed to load model %r", self.name, request.model)
+            raise BackendFailure(
+                f"Backend '{self.name}' failed to load model {request.model!r} "
+                f"({type(exc).__name__}); the server log has the details.",
+            ) from exc
+        if not isinstance(processor, ASRProcessor):
+            raise BackendFailure(
+                f"Backend '{self.name}' returned a {type(processor).__name__}, which lacks "
+                "the ASRProcessor methods (init, insert_audio_chunk, process_iter, finish)."
+            )
+        if isinstance(metadata, EngineInfo):
+            return processor, metadata
+        if not isinstance(metadata, Mapping):
+            raise BackendFailure(
+                f"Backend '{self.name}' returned {type(metadata).__name__} metadata; "
+                "return an EngineInfo or the guides' metadata dict."
+            )
+        return self._wrapped(processor, metadata), self.engine_info(request, processor, metadata)
+
+    def engine_info(
+        self, request: EngineRequest, processor: ASRProcessor, metadata: Mapping[str, Any]
+    ) -> EngineInfo:
+        """The guides' metadata dict as an `EngineInfo` (clients see the registered name)."""
+        model = next(
+            (str(metadata[k]) for k in ("model_size", "model_path", "model") if metadata.get(k)),
+            request.model,
+        )
+        step = getattr(processor, "min_chunk_sec", None)
+        return EngineInfo(
+            backend=self.name,
+            model=model,
+            min_chunk_sec=float(step) if step else request.min_chunk_size,
+        )
+
+    @staticmethod
+    def _wrapped(processor: ASRProcessor, metadata: Mapping[str, Any]) -> ASRProcessor:
+        separator = metadata.get("separator")
+        if isinstance(processor, SupportsInterim) or not isinstance(separator, str):
+            return processor  # the service's own OnlineASRProcessor joins with `sep` itself
+        return SeparatedProcessor(processor, separator) if separator else processor
+
+
 class Registry:
     """Backend name → loader; lazy entries are imported and built on first use."""
 
@@ -86,7 +220,7 @@ class Registry:
             if isinstance(loader, str):
                 self._lazy[name] = loader
             else:
-                self._loaders[name] = loader
+                self._loaders[name] = self._served(name, loader)
 
     def list_loaders(self) -> list[str]:
         with self._lock:
@@ -101,9 +235,24 @@ class Registry:
             if name in self._loaders:
                 return self._loaders[name]
             target = self._lazy[name]
-        loader = _import_factory(name, target)(self._settings)
+        try:
+            loader = _import_factory(name, target)(self._settings)
+        except ASRError:
+            raise
+        except Exception as exc:  # a plugin's factory is its own code
+            logger.exception("backend %s: its factory %s failed", name, target)
+            raise BackendUnavailable(
+                f"Backend '{name}' could not be set up ({type(exc).__name__}); "
+                "the server log has the details."
+            ) from exc
         with self._lock:
-            return self._loaders.setdefault(name, loader)
+            return self._loaders.setdefault(name, self._served(name, loader))
+
+    def _served(self, name: str, loader: AnyLoader) -> AnyLoader:
+        if isinstance(loader, GuideLoader) or not is_guide_loader(loader):
+            return loader
+        assert not isinstance(loader, RecognizerLoader)  # `is_guide_loader` excludes them
+        return GuideLoader(name, loader, self._settings)
 
     def describe(self, name: str) -> dict[str, Any]:
         """Whether ``name`` can run here, and why not; its models when it says."""
@@ -140,7 +289,10 @@ def _import_factory(name: str, target: str) -> LoaderFactory:
 
 
 def register_loader(name: str, loader: AnyLoader | str) -> None:
-    """Register a backend for apps created from now on (and the current one)."""
+    """Register a backend for apps created from now on (and the current one).
+
+    Call it before the app is created (at import of your plugin module, say).
+    """
     _code_loaders[name] = loader
     if _current is not None:
         _current.register_loader(name, loader)

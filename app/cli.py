@@ -1,0 +1,87 @@
+"""The server's command line: every setting is also a flag.
+
+The flags are generated from `Settings` by pydantic-settings' own CLI support
+(`CliSettingsSource`), so a new setting is a new flag with nothing to copy:
+``MIN_CHUNK_SIZE`` is ``--min-chunk-size``, ``DEFAULT_MODEL`` is
+``--default-model``. The integration guides' (whisper_streaming's) names work
+too: ``--lan``, ``--model`` and ``--backend`` are shortcuts for
+``--default-language-code``, ``--default-model`` and ``--default-backend``;
+``--min-chunk-size``, ``--buffer-trimming``, ``--buffer-trimming-sec``,
+``--host`` and ``--port`` are the settings' own names.
+
+A flag wins over the environment, which wins over ``.env``. ``--help`` lists
+every flag and exits; an unknown flag, a bad value or a default backend that
+cannot run on this machine (``--backend mlx-whisper`` off Apple Silicon) ends
+the program with a message and exit status 2, before anything is loaded.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from app.asr.registry import Registry
+from app.settings import Settings
+
+# The guides' flag names for settings whose own names are longer (keys: the
+# settings' flag names, as pydantic-settings matches them under kebab case).
+GUIDE_SHORTCUTS: dict[str, str] = {
+    "default-language-code": "lan",
+    "default-model": "model",
+    "default-backend": "backend",
+}
+USAGE_ERROR = 2  # argparse's exit status for a bad command line
+
+
+def settings_from_command_line(
+    argv: Sequence[str] | None = None, prog: str | None = None
+) -> Settings:
+    """`Settings` from the flags in ``argv`` (default: ``sys.argv[1:]``), the environment and .env.
+
+    Exits (`SystemExit`) after ``--help``, and with status 2 on a bad command line.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    prog = prog or Path(sys.argv[0]).name or "asr-stream-server"
+    try:
+        settings = Settings(
+            _cli_parse_args=args,
+            _cli_prog_name=prog,
+            _cli_kebab_case=True,
+            _cli_shortcuts=GUIDE_SHORTCUTS,
+            _cli_exit_on_error=True,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(_problem(error) for error in exc.errors())
+        _usage_error(prog, problems)
+    refuse_unusable_backend(settings, prog)
+    return settings
+
+
+def refuse_unusable_backend(settings: Settings, prog: str) -> None:
+    """Exit with the reason when the default backend is unknown or cannot run here."""
+    registry = Registry(settings)
+    backend = settings.default_backend
+    if backend not in registry:
+        _usage_error(
+            prog,
+            f"--backend {backend!r} is not registered; available: "
+            f"{', '.join(registry.list_loaders())}.",
+        )
+    info = registry.describe(backend)
+    if not info.get("usable", True):
+        _usage_error(prog, f"--backend {backend!r} cannot run here: {info.get('reason')}")
+
+
+def _problem(error: object) -> str:
+    assert isinstance(error, dict)
+    where = ".".join(str(part) for part in error.get("loc", ()))
+    flag = f"--{where.replace('_', '-')}" if where else "settings"
+    return f"{flag}: {error.get('msg')}"
+
+
+def _usage_error(prog: str, message: str) -> None:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(USAGE_ERROR)

@@ -1,0 +1,1 @@
+"""The guides' backends: the `registry` and the `whisper_online_processor`."""

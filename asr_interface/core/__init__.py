@@ -1,0 +1,1 @@
+"""The guides' core types: `protocols` and `config`."""

@@ -1,0 +1,1 @@
+"""The guides' web layer: `server`."""

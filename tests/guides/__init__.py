@@ -1,0 +1,1 @@
+"""The integration guides (../shared/seeds/) as their users run them; see docs/BACKENDS.md."""
