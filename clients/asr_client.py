@@ -47,6 +47,40 @@ class StreamError(Exception):
         self.code = code
 
 
+class ServerBusy(StreamError):
+    """The server cannot take a session now (full, or draining): try again later.
+
+    Raised for an HTTP 503 at the handshake (``retry_after`` from its
+    ``Retry-After`` header) and for ``server_full``/``shutting_down`` with
+    close 1013 after it (``retry_after`` None: the server gave no figure).
+    """
+
+    def __init__(self, detail: str, code: str | None, retry_after: float | None) -> None:
+        super().__init__(detail, code)
+        self.retry_after = retry_after
+
+
+BUSY_CODES = frozenset({"server_full", "shutting_down"})
+TRY_AGAIN_LATER = 1013
+
+
+def busy_from_refusal(exc: websockets.InvalidStatus) -> ServerBusy | None:
+    """A 503 handshake refusal as `ServerBusy`; None for any other status."""
+    response = exc.response
+    if response.status_code != 503:
+        return None
+    detail, code = "The server is busy.", None
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        body = json.loads(response.body or b"")
+        if isinstance(body, dict):
+            detail = str(body.get("detail", detail))
+            code = body.get("code") if isinstance(body.get("code"), str) else None
+    retry_after: float | None = None
+    with contextlib.suppress(TypeError, ValueError):
+        retry_after = float(response.headers.get("Retry-After", ""))
+    return ServerBusy(detail, code, retry_after)
+
+
 @dataclass
 class Received:
     """A server message and when it arrived (``time.monotonic()``)."""
@@ -134,17 +168,29 @@ class ASRStreamClient:
         """
         message = {"sample_rate_hertz": sample_rate_hertz, "encoding": "LINEAR16"}
         message.update(config or {})
-        async with websockets.connect(
-            self.url,
-            open_timeout=self.open_timeout,
-            max_size=None,
-            additional_headers=self.headers or None,
-        ) as ws:
+        try:
+            connection = await websockets.connect(
+                self.url,
+                open_timeout=self.open_timeout,
+                max_size=None,
+                additional_headers=self.headers or None,
+            )
+        except websockets.InvalidStatus as exc:
+            busy = busy_from_refusal(exc)
+            if busy is None:
+                raise  # 401/403 and anything else: as websockets raised it
+            raise busy from exc
+        async with connection as ws:
             await ws.send(json.dumps(message))
             first = parse_server_message(await ws.recv())
             if timings is not None:
                 timings.messages.append(Received(first, time.monotonic()))
             if isinstance(first, ErrorMessage):
+                if first.code in BUSY_CODES:
+                    with contextlib.suppress(websockets.ConnectionClosed):
+                        await ws.recv()  # the close that follows
+                    if ws.close_code == TRY_AGAIN_LATER:
+                        raise ServerBusy(first.detail, first.code, None)
                 raise StreamError(first.detail, first.code)
             if not isinstance(first, Metadata):
                 raise StreamError(f"expected metadata, got {first.type}")

@@ -40,6 +40,7 @@ from clients.asr_client import (
     DEFAULT_CHUNK_MS,
     DEFAULT_URL,
     ASRStreamClient,
+    ServerBusy,
     StreamError,
 )
 
@@ -58,6 +59,7 @@ class Exit(enum.IntEnum):
     SERVER_ERROR = 1  # the server sent an `error` or dropped the session
     USAGE = 2  # bad options, a missing or undecodable file
     CONNECT = 3  # the server could not be reached
+    BUSY = 4  # the server (every node behind a balancer) is full or draining: retry later
     INTERRUPTED = 130  # Ctrl-C twice
 
 
@@ -425,6 +427,11 @@ async def stream_to_server(
         ):
             connected = True
             display.message(msg)
+    except ServerBusy as exc:
+        display.abandon()
+        wait = f"retry in {exc.retry_after:g} s" if exc.retry_after else "retry later"
+        print(f"error: busy, {wait}: {exc.detail} ({exc.code})", file=sys.stderr, flush=True)
+        return Exit.BUSY
     except StreamError as exc:
         display.abandon()
         if args.json and exc.code is not None and not display.error_printed:
@@ -483,7 +490,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Stream an audio file (WAV, MP3, FLAC, OGG, M4A…) or raw PCM from stdin "
         "to an asr-stream server; print finals as they come and then the transcript.",
         epilog="Exit status: 0 done, 1 the server reported an error, 2 bad usage or an "
-        "unreadable file, 3 the server could not be reached, 130 interrupted. "
+        "unreadable file, 3 the server could not be reached, 4 the server is busy (full or "
+        "draining: retry after the time it says), 130 interrupted. "
         "Ctrl-C once ends the audio and waits for the last finals.",
     )
     parser.add_argument(

@@ -199,16 +199,35 @@ function onMessage(s, msg) {
 function onClose(s, event) {
   if (s.completed) {
     finish(s, "done");
+  } else if (s.lastError && event.code === 1013) {
+    finish(s, "error", `busy: ${s.lastError.detail} (${s.lastError.code})`);
   } else if (s.lastError && event.code !== 1000) {
     finish(s, "error", `${s.lastError.detail} (${s.lastError.code})`);
   } else if (s.stopping && !s.stopSent) {
     finish(s, "idle");
   } else if (event.code === 1006 && !s.opened) {
-    finish(s, "error", `could not connect to ${streamUrl()}: the server is not reachable or refused ` +
-      "the connection (if it requires an API key, enter one).");
+    explainRefusal(s);
   } else {
     finish(s, "error", `the connection closed before the transcript was complete (code ${event.code}).`);
   }
+}
+
+// A browser sees no HTTP status of a refused handshake: ask /ready whether the
+// node is full or draining (a 503 before the upgrade), and say "busy" if so.
+async function explainRefusal(s) {
+  try {
+    const response = await fetch("/ready");
+    const ready = await response.json();
+    if (ready.accepting === false || ready.status === "draining") {
+      const wait = ready.retry_after_sec ?? 5;
+      finish(s, "error", `busy: the server takes no new session now; retry in ${wait} s.`);
+      return;
+    }
+  } catch {
+    // not reachable at all: the message below
+  }
+  finish(s, "error", `could not connect to ${streamUrl()}: the server is not reachable or refused ` +
+    "the connection (if it requires an API key, enter one).");
 }
 
 function sendStop(s) {
