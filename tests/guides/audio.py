@@ -25,9 +25,7 @@ INT16_FULL_SCALE = 32768
 def words_audio(numbers: Sequence[int]) -> npt.NDArray[np.float32]:
     """Float audio: one second per word number."""
     per_word = int(WORD_SEC * ENGINE_SAMPLE_RATE)
-    return np.concatenate(
-        [np.full(per_word, n * WORD_LEVEL, dtype=np.float32) for n in numbers]
-    )
+    return np.concatenate([np.full(per_word, n * WORD_LEVEL, dtype=np.float32) for n in numbers])
 
 
 def words_pcm(numbers: Sequence[int]) -> bytes:
