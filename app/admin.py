@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.asr.base import EngineRequest, RecognizerLoader, StreamingOptions
-from app.errors import ASRError, BackendFailure, ConfigError
+from app.errors import ASRError, BackendFailure, ConfigError, echo
 from app.languages import to_whisper_language
 from app.messages import ErrorMessage
 from app.plan import SessionDefaults
@@ -79,7 +79,7 @@ def admin_router(endpoint: StreamEndpoint) -> APIRouter:
             known = ", ".join(registry.list_loaders())
             return _error(
                 ConfigError(
-                    f"Field 'backend' names {backend!r}, which is not registered; "
+                    f"Field 'backend' names {echo(backend)}, which is not registered; "
                     f"available: {known}.",
                     code="unknown_backend",
                 ),
@@ -108,12 +108,12 @@ def admin_router(endpoint: StreamEndpoint) -> APIRouter:
             else:
                 _, info = await asyncio.to_thread(loader.load, request)
         except ASRError as exc:
-            logger.info("load_model %s: %s: %s", backend, exc.code, exc.detail)
+            logger.info("load_model %s: %s: %s", echo(backend), exc.code, exc.detail)
             return _error(exc, backend)
         except Exception as exc:  # a plugin's own code: never a traceback to the client
             logger.exception("load_model: backend %s failed", backend)
             failure = BackendFailure(
-                f"Backend '{backend}' failed to load model {model!r} ({type(exc).__name__}); "
+                f"Backend '{backend}' failed to load model {echo(model)} ({type(exc).__name__}); "
                 "the server log has the details. The service is still running."
             )
             return _error(failure, backend)

@@ -36,6 +36,30 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+# A value a client supplied is echoed in an `error` detail or a log line as its
+# repr (control, bidi and other unprintable characters escaped) cut to this many
+# characters: a 15 MB language_code came back whole in the reply and the log.
+MAX_ECHO_CHARS = 40
+# A backstop for every detail, whatever built it: never more than this.
+MAX_DETAIL_CHARS = 600
+
+
+def echo(value: object) -> str:
+    """A client-supplied value, safe to put in an error detail or a log line."""
+    text = repr(value)
+    if len(text) <= MAX_ECHO_CHARS:
+        return text
+    return f"{text[:MAX_ECHO_CHARS]}…(cut: {len(text)} characters)"
+
+
+def _bounded(detail: str) -> str:
+    """Escape what a terminal or log pipeline would act on; cut what is too long."""
+    if not detail.isprintable():
+        detail = "".join(c if c.isprintable() else repr(c)[1:-1] for c in detail)
+    if len(detail) > MAX_DETAIL_CHARS:
+        detail = detail[:MAX_DETAIL_CHARS] + "…(cut)"
+    return detail
+
 
 class CloseCode(IntEnum):
     """WebSocket close codes used by the service (RFC 6455 §7.4.1)."""
@@ -55,6 +79,7 @@ class ASRError(Exception):
     close_code: CloseCode | None = CloseCode.INTERNAL_ERROR
 
     def __init__(self, detail: str, *, code: str | None = None, fatal: bool = True) -> None:
+        detail = _bounded(detail)
         super().__init__(detail)
         self.detail = detail
         if code is not None:

@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from app.errors import ConfigError, ProtocolError
+from app.errors import ConfigError, ProtocolError, echo
 
 PROTOCOL_VERSION = 1
 
@@ -73,7 +73,7 @@ def _config_error(exc: PydanticValidationError) -> ConfigError:
     if kind == "extra_forbidden":
         known = ", ".join(sorted(_CONFIG_FIELDS))
         return ConfigError(
-            f"Unknown field '{field}' in config; known fields are: {known}.",
+            f"Unknown field {echo(field)} in config; known fields are: {known}.",
             code="unknown_field",
             field=field,
         )
@@ -108,14 +108,14 @@ def parse_control(text: str) -> ControlMessage:
         )
     if kind not in CONTROL_TYPES:
         raise ProtocolError(
-            f"Unknown control message type {kind!r}; supported: {', '.join(CONTROL_TYPES)}.",
+            f"Unknown control message type {echo(kind)}; supported: {', '.join(CONTROL_TYPES)}.",
             code="unknown_message_type",
             fatal=False,
         )
     try:
         return ControlMessage.model_validate(data)
     except PydanticValidationError:
-        extra = ", ".join(sorted(set(data) - {"type"}))
+        extra = echo(", ".join(sorted(set(data) - {"type"})))
         raise ProtocolError(
             f"The {kind!r} message takes no other fields (got: {extra}).",
             code="invalid_control_message",

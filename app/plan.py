@@ -7,7 +7,7 @@ from typing import Literal
 
 from app.asr.base import EngineRequest, StreamingOptions
 from app.asr.registry import Registry
-from app.errors import ConfigError
+from app.errors import ConfigError, echo
 from app.languages import is_bcp47, to_whisper_language
 from app.messages import StreamConfig
 from app.settings import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Settings
@@ -59,7 +59,7 @@ def plan_session(
     encoding = config.encoding.upper() if config.encoding.isascii() else config.encoding
     if encoding not in SUPPORTED_ENCODINGS:
         raise ConfigError(
-            f"Field 'encoding' is {config.encoding!r}; the supported encoding is "
+            f"Field 'encoding' is {echo(config.encoding)}; the supported encoding is "
             "'LINEAR16' (raw little-endian 16-bit mono PCM).",
             code="unsupported_encoding",
             field="encoding",
@@ -75,7 +75,7 @@ def plan_session(
     language_code = config.language_code or defaults.language_code
     if not is_bcp47(language_code):
         raise ConfigError(
-            f"Field 'language_code' {language_code!r} is not a BCP-47 language tag "
+            f"Field 'language_code' {echo(language_code)} is not a BCP-47 language tag "
             "(examples: 'en-US', 'ar-EG').",
             code="unsupported_language",
             field="language_code",
@@ -84,7 +84,7 @@ def plan_session(
     if backend not in registry:
         known = ", ".join(registry.list_loaders())
         raise ConfigError(
-            f"Field 'backend' names {backend!r}, which is not registered; available: {known}.",
+            f"Field 'backend' names {echo(backend)}, which is not registered; available: {known}.",
             code="unknown_backend",
             field="backend",
         )

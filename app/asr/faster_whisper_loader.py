@@ -17,7 +17,7 @@ from app.asr.models import BASE, BUNDLED_MODELS, TINY_EN, available, is_english_
 from app.asr.models import resolve_model_dir as _resolve_model_dir
 from app.asr.online import TRIM_KEEP_SEC, OnlineASRProcessor, ProcessorOptions
 from app.asr.vad import QuietStreamScorer, SileroScorer, SpeechTimeline
-from app.errors import ConfigError
+from app.errors import ConfigError, echo
 from app.settings import ENGINE_SAMPLE_RATE, Settings
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ class FasterWhisperLoader:
         model_dir = self.model_dir(name)
         if request.language is None:
             raise ConfigError(
-                f"Field 'language_code' {request.language_code!r} is not a language Whisper "
+                f"Field 'language_code' {echo(request.language_code)} is not a language Whisper "
                 "recognises.",
                 code="unsupported_language",
                 field="language_code",
@@ -67,7 +67,7 @@ class FasterWhisperLoader:
             if request.language != "en":
                 raise ConfigError(
                     f"Model '{name}' understands English only; for field 'language_code' "
-                    f"{request.language_code!r} use the multilingual model '{BASE}' "
+                    f"{echo(request.language_code)} use the multilingual model '{BASE}' "
                     "(set 'model': 'base').",
                     code="unsupported_language",
                     field="language_code",

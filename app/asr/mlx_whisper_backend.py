@@ -23,7 +23,7 @@ from app.asr.base import (
     segment_ends,
 )
 from app.asr.online import OnlineASRProcessor, ProcessorOptions
-from app.errors import BackendUnavailable, ConfigError
+from app.errors import BackendUnavailable, ConfigError, echo
 from app.settings import Settings
 
 BACKEND_NAME = "mlx-whisper"
@@ -97,7 +97,7 @@ class MLXWhisperLoader:
     def load(self, request: EngineRequest) -> tuple[OnlineASRProcessor, EngineInfo]:
         if request.language is None:
             raise ConfigError(
-                f"Field 'language_code' {request.language_code!r} is not a Whisper language.",
+                f"Field 'language_code' {echo(request.language_code)} is not a Whisper language.",
                 code="unsupported_language",
                 field="language_code",
             )

@@ -43,7 +43,7 @@ from app.asr.base import (
     TextSpan,
     as_text_span,
 )
-from app.errors import ASRError, BackendFailure, BackendUnavailable
+from app.errors import ASRError, BackendFailure, BackendUnavailable, echo
 from app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ class GuideLoader:
         except Exception as exc:
             logger.exception("backend %s failed to load model %r", self.name, request.model)
             raise BackendFailure(
-                f"Backend '{self.name}' failed to load model {request.model!r} "
+                f"Backend '{self.name}' failed to load model {echo(request.model)} "
                 f"({type(exc).__name__}); the server log has the details.",
             ) from exc
         if not isinstance(processor, ASRProcessor):

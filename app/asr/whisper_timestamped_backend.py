@@ -25,7 +25,7 @@ from app.asr.base import (
     segment_ends,
 )
 from app.asr.online import OnlineASRProcessor, ProcessorOptions
-from app.errors import BackendUnavailable, ConfigError
+from app.errors import BackendUnavailable, ConfigError, echo
 from app.settings import Settings
 
 BACKEND_NAME = "whisper_timestamped"
@@ -121,7 +121,7 @@ class WhisperTimestampedLoader:
             raise BackendUnavailable(reason)
         if request.language is None:
             raise ConfigError(
-                f"Field 'language_code' {request.language_code!r} is not a Whisper language.",
+                f"Field 'language_code' {echo(request.language_code)} is not a Whisper language.",
                 code="unsupported_language",
                 field="language_code",
             )

@@ -1,4 +1,4 @@
-"""API keys sent as ?token= never reach the logs (uvicorn logs WebSocket paths with queries)."""
+"""What reaches the logs: no API key (uvicorn logs paths with queries), no client flood."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import logging
 
 import pytest
 
+from app.errors import MAX_DETAIL_CHARS, MAX_ECHO_CHARS, ASRError, echo
 from app.server import RedactTokens, redact_tokens_in_logs
 
 
@@ -23,3 +24,22 @@ def test_redaction_leaves_other_records_alone() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "plain %s %d", ("text", 3), None)
     assert RedactTokens().filter(record)
     assert record.getMessage() == "plain text 3"
+
+
+# --------------------------------------------------------------------------- echoed values
+
+
+def test_a_client_value_is_echoed_escaped_and_cut() -> None:
+    assert echo("en-XX") == "'en-XX'"
+    long = echo("x" * 15_000_000)
+    assert len(long) < MAX_ECHO_CHARS + 40 and long.endswith("…(cut: 15000002 characters)")
+    hostile = echo("a\nb\x1b[31mc\x00d\u202ee")
+    assert (
+        hostile.isprintable() and "\\n" in hostile and "\\x1b" in hostile and "\\u202e" in hostile
+    )
+
+
+def test_every_error_detail_is_bounded_and_printable_whatever_built_it() -> None:
+    error = ASRError("bad \n\x1b[2J value " + "y" * 10_000)
+    assert error.detail.isprintable() and "\\x1b" in error.detail
+    assert len(error.detail) <= MAX_DETAIL_CHARS + len("…(cut)")

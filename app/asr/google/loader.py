@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from app.asr.base import EngineInfo, EngineRequest
-from app.errors import BackendUnavailable, ConfigError, GoogleCredentialsError
+from app.errors import BackendUnavailable, ConfigError, GoogleCredentialsError, echo
 from app.settings import Settings
 
 if TYPE_CHECKING:
@@ -129,7 +129,8 @@ class GoogleLoader:
 
         if request.task != "transcribe":
             raise ConfigError(
-                f"Backend '{BACKEND}' only transcribes; task {request.task!r} is not available.",
+                f"Backend '{BACKEND}' only transcribes; "
+                f"task {echo(request.task)} is not available.",
                 code="unsupported_task",
             )
         model = self.model_for(request.model)
