@@ -34,6 +34,7 @@ GUIDE_SHORTCUTS: dict[str, str] = {
     "default-backend": "backend",
 }
 USAGE_ERROR = 2  # argparse's exit status for a bad command line
+INSTALLED = "installed"  # a model's state in a backend's `describe()["models"]`
 
 
 def settings_from_command_line(
@@ -61,7 +62,12 @@ def settings_from_command_line(
 
 
 def refuse_unusable_backend(settings: Settings, prog: str) -> None:
-    """Exit with the reason when the default backend is unknown or cannot run here."""
+    """Exit with the reason when the default backend (or its model) cannot run here.
+
+    The model is checked when the backend lists its models (`describe`), as the
+    faster-whisper backend does: nothing is downloaded at run time, so
+    ``--model small`` is refused here rather than at start-up.
+    """
     registry = Registry(settings)
     backend = settings.default_backend
     if backend not in registry:
@@ -73,6 +79,17 @@ def refuse_unusable_backend(settings: Settings, prog: str) -> None:
     info = registry.describe(backend)
     if not info.get("usable", True):
         _usage_error(prog, f"--backend {backend!r} cannot run here: {info.get('reason')}")
+    models, model = info.get("models"), settings.default_model
+    if not isinstance(models, dict) or not model or Path(model).expanduser().is_dir():
+        return
+    if model not in models:
+        _usage_error(
+            prog,
+            f"--model {model!r} is not available to backend {backend!r}: use one of "
+            f"{', '.join(models)} or the path of a model folder.",
+        )
+    if models[model] != INSTALLED:
+        _usage_error(prog, f"--model {model!r} cannot be used: {models[model]}")
 
 
 def _problem(error: object) -> str:

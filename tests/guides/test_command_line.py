@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # that runs here and the guides' trimming flags: the setting each sets, what it must
 # become, and an environment value it must win over.
 GUIDE_FLAGS: list[tuple[str, str, str, object, str]] = [
-    ("--model", "base", "default_model", "base", "tiny.en"),
+    ("--model", "tiny.en", "default_model", "tiny.en", "base"),
     ("--lan", "en", "default_language_code", "en", "ar-EG"),
     ("--backend", "faster-whisper", "default_backend", "faster-whisper", "nonesuch"),
     ("--min-chunk-size", "0.5", "min_chunk_size", 0.5, "2.0"),
@@ -52,19 +52,20 @@ def test_seed_003s_command_with_a_backend_that_runs_here() -> None:
         assert getattr(settings, field) == expected
 
 
-def test_every_setting_is_a_flag_under_its_own_name() -> None:
+def test_every_setting_is_a_flag_under_its_own_name(tmp_path: Path) -> None:
+    model_dir = str(tmp_path)  # a model folder: taken as it is
     settings = settings_from_command_line(
-        ["--max-sessions", "3", "--default-model", "base", "--streaming-vad", "false"]
+        ["--max-sessions", "3", "--default-model", model_dir, "--streaming-vad", "false"]
     )
     assert (settings.max_sessions, settings.default_model, settings.streaming_vad) == (
         3,
-        "base",
+        model_dir,
         False,
     )
 
 
 def test_flags_win_over_the_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch) -> None:
-    Path(".env").write_text("PORT=7000\nDEFAULT_MODEL=base\nMIN_CHUNK_SIZE=2.0\n")
+    Path(".env").write_text("PORT=7000\nDEFAULT_LANGUAGE_CODE=de-DE\nMIN_CHUNK_SIZE=2.0\n")
     monkeypatch.setenv("PORT", "7100")
     monkeypatch.setenv("DEFAULT_LANGUAGE_CODE", "ar-EG")
     settings = settings_from_command_line(["--port", "9880", "--lan", "en", "--model", "tiny.en"])
@@ -99,6 +100,7 @@ def test_help_lists_every_setting_and_the_guides_names_and_exits(
         (["--buffer-trimming", "words"], "--buffer-trimming"),
         (["--backend", "mlx-whisper"], "cannot run here: mlx-whisper runs only on Apple Silicon"),
         (["--backend", "nonesuch"], "'nonesuch' is not registered; available:"),
+        (["--model", "small"], "--model 'small' is not available to backend 'faster-whisper'"),
     ],
 )
 def test_a_bad_command_line_is_an_error(
