@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
+import yaml  # type: ignore[import-untyped]
 from starlette.routing import Route
 
 from app.main import create_app
@@ -109,7 +109,7 @@ def compose_service(name: str) -> dict[str, Any]:
 
 def app_routes() -> dict[str, set[str]]:
     """Path → HTTP methods of the app's routes (built, not started: no model loads)."""
-    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+    app = create_app(Settings(_env_file=None))
     return {r.path: set(r.methods or ()) for r in app.routes if isinstance(r, Route)}
 
 
@@ -167,7 +167,7 @@ def test_probe_paths_are_routes_of_the_app() -> None:
 
 
 def test_the_autoscaler_metric_is_one_the_app_exports() -> None:
-    app = create_app(Settings(_env_file=None))  # type: ignore[call-arg]
+    app = create_app(Settings(_env_file=None))
     exported = app.state.endpoint.metrics.render().decode()
     hpa = k8s_objects()["HorizontalPodAutoscaler"]
     (metric,) = hpa["spec"]["metrics"]
@@ -195,7 +195,7 @@ def test_every_env_name_is_a_setting_and_its_value_valid(source: str) -> None:
     unknown = sorted(set(env) - fields)
     assert not unknown, f"{source} sets {unknown}, which are not settings (app/settings.py)"
     values = {name.lower(): value for name, value in env.items() if value}
-    Settings(_env_file=None, **values)  # type: ignore[call-arg]  # raises on a bad value
+    Settings.model_validate(values)  # raises on a bad value
 
 
 def test_dockerfile_runs_the_server_as_a_non_root_user_with_a_healthcheck() -> None:
