@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from app.cpu_info import compute_info
 from bench.replay import CLIPS, HELD_OUT
 from bench.replay import percentile as pct
 from bench.server import PIDS, ROOT, running_server
@@ -269,11 +270,20 @@ def aligned(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 
 
+def machine_row(figures: dict[str, Any]) -> tuple[str, str]:
+    m = figures["machine"]
+    return (
+        "CPU, GEMM backend, kernel ISA",
+        f"{m['cpu_model']}, {m['gemm_backend']}, {m['cpu_isa']}",
+    )
+
+
 def table(figures: dict[str, Any]) -> str:
     if "single_stream" not in figures:
-        return aligned(soak_rows(figures["soak"]))
+        return aligned([machine_row(figures), *soak_rows(figures["soak"])])
     single, quiet = figures["single_stream"], figures["non_speech"]
     rows = [
+        machine_row(figures),
         ("lag of finals p50 / p95 (s)", f"{single['lag_p50_s']} / {single['lag_p95_s']}"),
         (
             "first text after a word ends p50 / p95 (s)",
@@ -338,10 +348,16 @@ def main(argv: list[str] | None = None) -> int:
             for name, pair in zip(args.clips, pairs, strict=True)
         }
         figures["wer_offline_all_clips"] = round(corpus_word_error_rate(pairs), 4)
+    # The server inherits this environment (CT2_USE_MKL, CT2_FORCE_CPU_ISA), so its
+    # CTranslate2 makes the same choices as this process's.
+    compute = compute_info()
     figures["machine"] = {
         "cpus": len(__import__("os").sched_getaffinity(0)),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
+        **compute.as_dict(),
+        # With --url the server is another process, perhaps on another machine.
+        "measured_on": "this client, not the server" if args.url else "the server this run started",
     }
     figures["wall_seconds"] = round(time.time() - started, 1)
     print(table(figures))

@@ -4,6 +4,11 @@
     python -m bench.replay --step 0.5 --no-short-window test_audio/en_16k.wav
     python -m bench.replay --held-out                       # clips nothing was tuned on
     python -m bench.replay --gain -45 test_audio/jfk_16k.wav  # as a quiet microphone gives it
+    CT2_USE_MKL=1 python -m bench.replay --json out.json     # Intel's GEMM backend, figures kept
+
+The first line names the machine: the CPU, and the GEMM backend (MKL or oneDNN)
+and kernel ISA CTranslate2 used (`app.cpu_info`): they change the words, so
+figures are compared only between runs that name the same ones.
 
 For each clip: WER of the committed text (what a client gets as finals) next to
 the same model's offline WER, the number of passes, and the engine seconds spent
@@ -29,9 +34,10 @@ import numpy as np
 
 from app.asr.base import EngineRequest, TextSpan
 from app.asr.faster_whisper_loader import FasterWhisperLoader
+from app.cpu_info import compute_info
 from app.settings import ENGINE_SAMPLE_RATE, Settings
 from bench.server import ROOT
-from bench.stream_latency import corpus_word_error_rate, word_error_rate
+from bench.stream_latency import corpus_word_error_rate, longest_dropped_run, word_error_rate
 from clients.asr_client import read_wav
 
 ENGLISH = EngineRequest(backend="faster-whisper", model="", language="en", language_code="en-US")
@@ -151,7 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--held-out", action="store_true", help="the held-out clips instead of the usual ones"
     )
+    parser.add_argument("--json", type=Path, help="also write every line printed here, as one list")
     args = parser.parse_args(argv)
+    machine = compute_info()
+    lines: list[dict[str, Any]] = [{"machine": machine.as_dict(), "label": machine.label()}]
+    print(json.dumps(lines[0]))
     settings = Settings()
     if args.short_window is not None:
         settings = settings.model_copy(update={"whisper_short_window": args.short_window})
@@ -171,6 +181,9 @@ def main(argv: list[str] | None = None) -> int:
             "clip": path.name,
             "wer_streamed": round(word_error_rate(reference, streamed["text"]), 4),
             "wer_offline": round(word_error_rate(reference, whole), 4),
+            # A lost phrase shows here before it moves the WER much.
+            "dropped_run_streamed": longest_dropped_run(reference, streamed["text"]),
+            "dropped_run_offline": longest_dropped_run(reference, whole),
             "passes": streamed["passes"],
             "rtf": streamed["rtf"],
             "lag_p50_s": percentile(streamed["lags"], 50),
@@ -180,22 +193,27 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(row)
         pairs.append((reference, streamed["text"], whole))
         lags += streamed["lags"]
+        lines.append(row)
         print(json.dumps(row))
     kinds = [kind(str(row["clip"])) for row in rows]
     if len(set(kinds)) > 1:  # each kind of speech pooled on its own, then all together
         for group in sorted(set(kinds)):
             chosen = [pair for pair, k in zip(pairs, kinds, strict=True) if k == group]
-            print(json.dumps({"speech": group} | pooled(chosen)))
+            lines.append({"speech": group} | pooled(chosen))
+            print(json.dumps(lines[-1]))
     if len(pairs) > 1:
-        print(
-            json.dumps(
-                pooled(pairs)
-                | {
-                    "lag_p50_s": percentile(lags, 50),
-                    "lag_p95_s": percentile(lags, 95),
-                }
-            )
+        lines.append(
+            pooled(pairs)
+            | {
+                "lag_p50_s": percentile(lags, 50),
+                "lag_p95_s": percentile(lags, 95),
+                # Again at the end, next to the figures it qualifies.
+                "machine": machine.label(),
+            }
         )
+        print(json.dumps(lines[-1]))
+    if args.json:
+        args.json.write_text(json.dumps(lines, indent=2) + "\n")
     return 0
 
 
