@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import re
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,31 @@ def longest_dropped_run(reference: str, hypothesis: str) -> int:
         (c.ref_end_idx - c.ref_start_idx for c in out.alignments[0] if c.type == "delete"),
         default=0,
     )
+
+
+def doubled_phrases(reference: str, hypothesis: str, longest: int = 8) -> list[str]:
+    """What a final committed twice at a seam, or a model looping, leaves behind.
+
+    Phrases of up to ``longest`` words the hypothesis says twice in a row where the
+    reference does not ("to be to be"), and two-word phrases it says more often
+    than the reference, at least twice (a doubled final the second pass heard a
+    little differently: "leisure to consider sure to consider").
+    """
+    said, meant = normalize(hypothesis).split(), normalize(reference).split()
+    padded = f" {' '.join(meant)} "
+    found = set()
+    for n in range(1, longest + 1):
+        for i in range(len(said) - 2 * n + 1):
+            phrase = said[i : i + n]
+            if phrase == said[i + n : i + 2 * n] and f" {' '.join(phrase * 2)} " not in padded:
+                found.add(" ".join(phrase))
+
+    def pairs(words: list[str]) -> Counter[str]:
+        return Counter(f"{a} {b}" for a, b in itertools.pairwise(words))
+
+    said_pairs, meant_pairs = pairs(said), pairs(meant)
+    found |= {p for p, count in said_pairs.items() if count > max(1, meant_pairs[p])}
+    return sorted(found)
 
 
 def summarize(path: Path, result: StreamResult) -> dict[str, Any]:
