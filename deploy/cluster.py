@@ -368,6 +368,16 @@ class Cluster:
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         return http_post(node.url + "/drain", headers)
 
+    def reload_proxy(self) -> None:
+        """Reload the proxy's config as an operator does (nginx SIGHUP, HAProxy SIGUSR2).
+
+        Both start new workers and let the old ones serve their open connections
+        (upgraded sessions included) until those end.
+        """
+        if self.proxy_proc is None:
+            raise ClusterError("the proxy is not running")
+        self.proxy_proc.send_signal(signal.SIGHUP if self.proxy == "nginx" else signal.SIGUSR2)
+
     def wait_node_ready(self, node: Node, timeout: float = NODE_READY_TIMEOUT_SEC) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -416,7 +426,8 @@ class Cluster:
         else:
             cfg = self.workdir / "haproxy.cfg"
             cfg.write_text(render_haproxy(ports, self.port))
-            argv = [self.proxy_path, "-db", "-f", str(cfg)]  # -db: foreground
+            # -W: master-worker, so SIGUSR2 reloads as SIGHUP does nginx; -db: foreground.
+            argv = [self.proxy_path, "-W", "-db", "-f", str(cfg)]
         with open(self._proxy_log, "ab") as log:
             self.proxy_proc = subprocess.Popen(
                 argv,

@@ -58,6 +58,19 @@ def log_of(node: Node) -> str:
     return node.log.read_text(errors="replace")
 
 
+def proxy_reloaded(cluster: Cluster) -> bool:
+    """The proxy's log says it reloaded (and is not still at it)."""
+    if cluster.proxy == "nginx":
+        log = (cluster.workdir / "nginx-error.log").read_text(errors="replace")
+        return (
+            "reconfiguring" in log and "start worker process" in log.rsplit("reconfiguring", 1)[-1]
+        )
+    log = (cluster.workdir / "haproxy.log").read_text(errors="replace")
+    return (
+        "Reloading HAProxy" in log and "Loading success" in log.rsplit("Reloading HAProxy", 1)[-1]
+    )
+
+
 def refused_total(cluster: Cluster, index: int) -> float:
     """The node's ``asr_admission_refused_total`` summed over its labels."""
     with urllib.request.urlopen(cluster.nodes[index].url + "/metrics", timeout=2) as resp:

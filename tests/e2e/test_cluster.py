@@ -25,6 +25,7 @@ from tests.e2e.cluster_support import (
     finish,
     log_of,
     open_session,
+    proxy_reloaded,
     refused,
     refused_total,
     require_proxy,
@@ -229,3 +230,13 @@ async def test_rolling_restart_under_load_loses_no_session(
     for outcome in outcomes:
         assert_every_word(outcome, undisturbed)
     assert not any("Traceback" in log_of(node) for node in speech.nodes)
+
+
+async def test_a_proxy_reload_does_not_cut_sessions(scripted: Cluster) -> None:
+    sessions = [await open_session(scripted.url) for _ in range(3)]
+    scripted.reload_proxy()
+    await eventually(lambda: proxy_reloaded(scripted), "the proxy reloaded")
+    # The old worker keeps the upgraded sessions to their end; the new one takes new ones.
+    fresh = await open_session(scripted.url)
+    for e in await asyncio.gather(*(finish(ws, 2) for ws in [*sessions, fresh])):
+        assert e.types[-1] == "complete" and e.close_code == 1000 and counted_to_the_end(e, 2), e
