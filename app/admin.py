@@ -12,11 +12,11 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.asr.base import EngineRequest, RecognizerLoader, StreamingOptions
+from app.core import SessionCore
 from app.errors import ASRError, BackendFailure, ConfigError, echo
 from app.languages import to_whisper_language
 from app.messages import ErrorMessage
 from app.plan import SessionDefaults
-from app.ws import StreamEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ def _error(exc: ASRError, backend: str | None = None) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-def admin_router(endpoint: StreamEndpoint) -> APIRouter:
+def admin_router(endpoint: SessionCore) -> APIRouter:
     router = APIRouter()
     registry = endpoint.registry
 

@@ -17,8 +17,10 @@ making all of them late.
 `SupportsCostEstimate`), and is then learned from the passes the node really
 runs, as an exponentially weighted mean over windows of `WINDOW_SEC`: speech
 with pauses costs less than continuous speech (voice activity skips silence),
-and a slower or busier machine costs more. An engine that measured nothing and
-has run nothing yet has no estimate: the node then trusts ``MAX_SESSIONS``.
+and a slower or busier machine costs more. Until live passes are measured the
+node admits at least one stream per worker (the start-up pass may have been
+timed on a busy machine). An engine that measured nothing and has run nothing
+yet has no estimate: the node then trusts ``MAX_SESSIONS``.
 
 Everything here is pure arithmetic over numbers, tested without a model.
 """
@@ -116,7 +118,14 @@ class CapacityEstimate:
 
     @property
     def capacity(self) -> int:
-        return self.policy.streams_for(self.cost)
+        streams = self.policy.streams_for(self.cost)
+        if self.windows == 0 and self.policy.override is None:
+            # The start-up pass is timed on a machine that may be busy (other nodes
+            # warming up beside it): never fewer than one stream per worker until
+            # live passes say so, since one stream per core keeps up with any engine
+            # that streams at all.
+            streams = max(streams, min(self.policy.workers, self.policy.ceiling))
+        return streams
 
     @property
     def source(self) -> str:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -20,12 +20,13 @@ from app.admission import Pool
 from app.asr.base import EngineRequest, RecognizerLoader
 from app.asr.registry import Registry, set_current
 from app.capacity import SupportsCostEstimate
+from app.core import SessionCore
 from app.errors import AuthError
 from app.languages import to_whisper_language
 from app.messages import ErrorMessage
 from app.readiness import GOOGLE, Readiness, google_configured
 from app.settings import Settings
-from app.ws import StreamEndpoint
+from app.ws import NativeWebSocket
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +38,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     settings = settings or Settings()
     registry = registry or Registry(settings)
     set_current(registry)
-    endpoint = StreamEndpoint(settings, registry)
+    # Every front door serves its sessions through the one core (`app.core`).
+    endpoint = SessionCore(settings, registry)
     admission = endpoint.admission
     readiness = Readiness(settings)
 
@@ -73,7 +75,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     app.state.endpoint = endpoint
     app.state.ready = False
 
-    app.add_api_websocket_route("/ws/asr-stream", endpoint)
+    async def asr_stream(websocket: WebSocket) -> None:
+        """The native protocol (STREAMING.md)."""
+        await endpoint.serve(NativeWebSocket(websocket))
+
+    app.add_api_websocket_route("/ws/asr-stream", asr_stream)
     # The page and its scripts are public: the stream itself checks the API key.
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -17,10 +17,10 @@ from types import FrameType
 import uvicorn
 
 from app.cli import settings_from_command_line
+from app.core import SessionCore
 from app.cpu import limit_blas_threads
 from app.main import create_app
 from app.malloc import tune_malloc
-from app.ws import StreamEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ MIN_TRANSPORT_LIMIT = 16 * 1024 * 1024
 
 
 class DrainingServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, endpoint: StreamEndpoint, grace_sec: float) -> None:
+    def __init__(self, config: uvicorn.Config, endpoint: SessionCore, grace_sec: float) -> None:
         super().__init__(config)
         self.endpoint = endpoint
         self.grace_sec = grace_sec

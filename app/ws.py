@@ -1,9 +1,10 @@
-"""The `/ws/asr-stream` endpoint: decode frames, feed the session, send its events.
+"""`/ws/asr-stream`, the native protocol: a thin adapter over the session core.
 
-One reader task takes client messages; one writer task is the only sender,
-so messages never interleave. Whichever ends first ends the other:
-the writer after ``complete`` or a fatal error, the reader when the client
-goes away or breaks the protocol.
+It only translates: a JSON config text frame into a `StreamConfig`, binary
+frames into `Audio`, control text frames into `Control` (or `Invalid`), and the
+core's events into `metadata`, `transcript`, `error` and `complete` messages
+(STREAMING.md). Limits, admission, drain and metrics are the core's
+(`app.core`).
 """
 
 from __future__ import annotations
@@ -11,99 +12,42 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import re
-import time
-import uuid
-from collections import deque
-from collections.abc import Awaitable
-from dataclasses import dataclass, field
-from typing import TypeVar
 
+from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocket, WebSocketState
 
-from app.admission import Admission, Pool
-from app.asr.base import EngineInfo, Recognizer, RecognizerLoader, TextSpan
-from app.asr.registry import Registry
-from app.audio import PcmFramer
-from app.auth import Authenticator
-from app.capacity import CapacityEstimate, CapacityPolicy
-from app.errors import (
-    ASRError,
-    AuthError,
-    BackendFailure,
-    CloseCode,
-    FrameTooLarge,
-    IdleTimeout,
-    LimitError,
-    Overloaded,
-    ProtocolError,
-    SessionTooLong,
-    ShuttingDown,
-    http_status,
+from app.asr.base import TextSpan
+from app.core import (
+    Audio,
+    ClientGone,
+    Control,
+    Inbound,
+    Invalid,
+    Outbound,
+    Started,
 )
-from app.malloc import Trimmer
+from app.errors import ASRError, CloseCode, ProtocolError, http_status
 from app.messages import (
     Complete,
     ErrorMessage,
     Metadata,
+    StreamConfig,
     Transcript,
     Word,
     parse_config,
     parse_control,
 )
-from app.metrics import Metrics, SessionFigures
-from app.plan import SessionDefaults, SessionPlan, plan_session
-from app.session import (
-    CompleteEvent,
-    EngineLoad,
-    ErrorEvent,
-    ProcessorRecognizer,
-    StreamingSession,
-    TranscriptEvent,
-)
-from app.settings import Settings
+from app.plan import SessionPlan
+from app.session import CompleteEvent, ErrorEvent, TranscriptEvent
 
 logger = logging.getLogger(__name__)
-_T = TypeVar("_T")
 
 _PUNCTUATION = re.compile(r"[^\w\s'-]+", re.UNICODE)
 TIME_DECIMALS = 3
-WATCHDOG_PERIOD_SEC = 1.0
-# The reader stops reading a client while this many events wait for the writer (a
-# client that floods bad messages and never reads made memory grow without bound).
-MAX_UNSENT_EVENTS = 256
-
-
-class ClientGone(Exception):
-    """The client closed or dropped the connection."""
-
-
-@dataclass
-class Stream:
-    """One connection's state, shared by its reader and writer."""
-
-    session: StreamingSession
-    plan: SessionPlan
-    framer: PcmFramer
-    stopped: bool = False
-    close_code: CloseCode = CloseCode.NORMAL  # after `complete`
-    end_reason: str | None = None  # the code of a limit or shutdown that ended the stream
-    told_stopped: bool = False  # audio/control after the end is answered once, then ignored
-    behind: bool = False  # warned that the engine is behind
-    # (seconds of input audio so far, when that audio arrived): for the lag of finals.
-    arrivals: deque[tuple[float, float]] = field(default_factory=deque)
-    figures: SessionFigures = field(default_factory=SessionFigures)  # for the closing log line
-    last_heard: float = field(default_factory=time.monotonic)  # the client's last message
-    held_back: bool = False  # the server is not reading (backpressure): no idle timer
-    taken: asyncio.Event = field(default_factory=asyncio.Event)  # the writer took an event
-
-    def arrival_of(self, stream_time: float) -> float | None:
-        """When the audio at ``stream_time`` reached the server (finals come in order)."""
-        while len(self.arrivals) > 1 and self.arrivals[0][0] < stream_time:
-            self.arrivals.popleft()
-        return self.arrivals[0][1] if self.arrivals else None
+# How long telling a client its fatal error may take before the close.
+FAIL_SEND_TIMEOUT_SEC = 5.0
 
 
 class TranscriptFormatter:
@@ -114,7 +58,7 @@ class TranscriptFormatter:
         self._finals = 0
 
     def __call__(self, span: TextSpan, is_final: bool) -> Transcript:
-        text = span.text if self.plan.punctuation else _strip_punctuation(span.text)
+        text = span.text if self.plan.punctuation else strip_punctuation(span.text)
         if not is_final:
             text = text.strip()
         elif self._finals == 0:
@@ -140,10 +84,10 @@ class TranscriptFormatter:
         )
 
     def _word(self, word: str) -> str:
-        return (word if self.plan.punctuation else _strip_punctuation(word)).strip()
+        return (word if self.plan.punctuation else strip_punctuation(word)).strip()
 
 
-def _strip_punctuation(text: str) -> str:
+def strip_punctuation(text: str) -> str:
     return _PUNCTUATION.sub("", text)
 
 
@@ -151,140 +95,41 @@ def _t(seconds: float) -> float:
     return round(seconds, TIME_DECIMALS)
 
 
-class StreamEndpoint:
-    """Serves `/ws/asr-stream`; one instance is shared by all connections."""
+class NativeWebSocket:
+    """One `/ws/asr-stream` connection as a `Transport` of the core."""
 
-    def __init__(
-        self, settings: Settings, registry: Registry, metrics: Metrics | None = None
-    ) -> None:
-        self.settings = settings
-        self.registry = registry
-        self.metrics = metrics or Metrics()
-        self.auth = Authenticator(settings)
-        self.defaults = SessionDefaults.from_settings(settings)
-        self.streams: dict[str, Stream] = {}
-        self._no_streams = asyncio.Event()
-        self._no_streams.set()
-        self._drain_task: asyncio.Task[None] | None = None
-        self.trimmer = Trimmer()
-        # Local engines add preview passes while at most one session per two cores streams.
-        cores = len(os.sched_getaffinity(0))
-        workers = settings.whisper_num_workers or cores
-        self.engine_load = EngineLoad(light_sessions=max(1, cores // 2), passes=workers)
-        load = self.engine_load
-        self.metrics.watch_engine_turns(lambda: load.waiting, lambda: load.running)
-        policy = CapacityPolicy(
-            workers=workers,
-            ceiling=settings.max_sessions,
-            override=settings.local_capacity or None,
-        )
-        self.admission = Admission(settings, CapacityEstimate(policy))
-        self.metrics.watch_admission(self.admission)
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self._format: TranscriptFormatter | None = None
 
     @property
-    def active(self) -> list[StreamingSession]:
-        """The sessions streaming now."""
-        return [stream.session for stream in self.streams.values()]
+    def headers(self) -> Headers:
+        return self.websocket.headers
 
     @property
-    def draining(self) -> bool:
-        return self.admission.draining
+    def query_params(self) -> QueryParams:
+        return self.websocket.query_params
 
-    @property
-    def default_pool(self) -> Pool:
-        """The pool of the default backend: what the door checks (most sessions use it)."""
-        return self.pool_of(self.defaults.backend)
+    async def refuse(self, error: ASRError, retry_after: int) -> None:
+        """HTTP 401/403/503 with the error as JSON (503 with ``Retry-After``).
 
-    def pool_of(self, backend: str) -> Pool:
-        """Local engines spend this node's cores; an engine with its own loop (Google) not."""
-        loader = self.registry.get_loader(backend)
-        return Pool.REMOTE if isinstance(loader, RecognizerLoader) else Pool.LOCAL
-
-    # -- connection ------------------------------------------------------------
-
-    async def __call__(self, websocket: WebSocket) -> None:
+        A server without the denial-response extension cannot answer with a status:
+        it closes with the error's own close code after accepting.
+        """
+        status = http_status(error)
+        body = ErrorMessage(detail=error.detail, code=error.code).model_dump()
+        headers = {"Retry-After": str(retry_after)} if status == 503 else None
+        response = JSONResponse(body, status_code=status, headers=headers)
         try:
-            creds = self.auth.check(websocket.headers, websocket.query_params)
-            # Before the upgrade: a full or draining node answers 503, so a balancer
-            # can send the connection to another node (DESIGN.md §2).
-            self.admission.check_door(self.default_pool)
-        except (AuthError, Overloaded) as exc:
-            self.metrics.errors.labels(exc.code).inc()
-            logger.info("refused a connection: %s", exc.code)
-            await _deny(websocket, exc, self.admission.retry_after)
-            return
-        session_id = uuid.uuid4().hex[:12]
-        session: StreamingSession | None = None
-        pool: Pool | None = None  # the pool whose slot this session holds
-        outcome = "error"
-        figures = SessionFigures()
-        try:
-            with self.admission.pending_connection():
-                await websocket.accept(subprotocol=creds.subprotocol)
-                config = parse_config(await self._receive_config(websocket))
-                plan = plan_session(config, self.settings, self.registry, self.defaults)
-                # The engine is known now: its pool must have room (else 1013, the fallback).
-                wanted = self.pool_of(plan.request.backend)
-                self.admission.admit(wanted)
-                pool = wanted
-            session, info = await self._open_session(session_id, plan, figures)
-            await _send(
-                websocket,
-                Metadata(
-                    session_id=session_id,
-                    language_code=plan.language_code,
-                    sample_rate_hertz=plan.sample_rate_hertz,
-                    encoding=plan.encoding,
-                    backend=info.backend,
-                    model=info.model,
-                ).to_json(),
-            )
-            logger.info(
-                "[%s] started: backend=%s model=%s language=%s rate=%d",
-                session_id,
-                info.backend,
-                info.model,
-                plan.language_code,
-                plan.sample_rate_hertz,
-            )
-            stream = Stream(session, plan, PcmFramer(plan.sample_rate_hertz), figures=figures)
-            self.streams[session_id] = stream
-            self._no_streams.clear()
-            outcome = await self._stream(websocket, stream)
-        except ASRError as exc:
-            logger.info("[%s] %s: %s", session_id, exc.code, exc.detail)
-            self.metrics.errors.labels(exc.code).inc()
-            await _send_error(websocket, exc)
-        except (ClientGone, WebSocketDisconnect):
-            logger.info("[%s] client disconnected", session_id)
-            outcome = "disconnected"
-        except Exception:
-            logger.exception("[%s] unexpected failure", session_id)
-            self.metrics.errors.labels("internal_error").inc()
-            await _send_error(websocket, ASRError("The server failed on this session."))
-        finally:
-            if pool is not None:
-                self.admission.release(pool)
-            if session is not None:
-                self.streams.pop(session_id, None)
-                if not self.streams:
-                    self._no_streams.set()
-                self.metrics.active_sessions.dec()
-                self.metrics.sessions.labels(outcome).inc()
-                await session.close(self.settings.session_close_timeout_sec)
-                logger.info("[%s] closed (%s): %s", session_id, outcome, figures.summary())
-            if session is None:
-                logger.info("[%s] closed (%s)", session_id, outcome)
+            await self.websocket.send_denial_response(response)
+        except RuntimeError:
+            await self.websocket.close(code=int(error.close_code or CloseCode.POLICY_VIOLATION))
 
-    async def _receive_config(self, websocket: WebSocket) -> str:
-        timeout = self.settings.config_timeout_sec
-        try:
-            message = await asyncio.wait_for(websocket.receive(), timeout)
-        except TimeoutError:
-            raise ProtocolError(
-                f"No config message arrived within {timeout:g} s of connecting.",
-                code="config_timeout",
-            ) from None
+    async def accept(self, subprotocol: str | None) -> None:
+        await self.websocket.accept(subprotocol=subprotocol)
+
+    async def receive_config(self) -> StreamConfig:
+        message = await self.websocket.receive()
         if message["type"] == "websocket.disconnect":
             raise ClientGone
         if message.get("text") is None:
@@ -293,341 +138,55 @@ class StreamEndpoint:
                 "the 'metadata' reply.",
                 code="config_required",
             )
-        return str(message["text"])
+        return parse_config(str(message["text"]))
 
-    async def _open_session(
-        self, session_id: str, plan: SessionPlan, figures: SessionFigures
-    ) -> tuple[StreamingSession, EngineInfo]:
-        loader = self.registry.get_loader(plan.request.backend)
-        recognizer: Recognizer
-        if isinstance(loader, RecognizerLoader):
-            recognizer, info = await asyncio.to_thread(
-                loader.open_recognizer, plan.request, plan.sample_rate_hertz
-            )
-        else:
-            processor, info = await asyncio.to_thread(loader.load, plan.request)
+    async def receive(self) -> Inbound:
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise ClientGone
+        data = message.get("bytes")
+        if data is not None:
+            return Audio(data)
+        try:
+            return Control(parse_control(str(message.get("text"))).type)
+        except ProtocolError as exc:
+            return Invalid(exc)
 
-            def observe(audio_sec: float, spent_sec: float) -> None:
-                self._observe_pass(audio_sec, spent_sec)
-                figures.add_pass(audio_sec, spent_sec)
+    async def send(self, event: Outbound) -> None:
+        if isinstance(event, Started):
+            plan, info = event.plan, event.info
+            self._format = TranscriptFormatter(plan)
+            message = Metadata(
+                session_id=event.session_id,
+                language_code=plan.language_code,
+                sample_rate_hertz=plan.sample_rate_hertz,
+                encoding=plan.encoding,
+                backend=info.backend,
+                model=info.model,
+            ).to_json()
+        elif isinstance(event, TranscriptEvent):
+            assert self._format is not None, "a transcript before the session started"
+            message = self._format(event.span, event.is_final).to_json()
+        elif isinstance(event, ErrorEvent):
+            message = ErrorMessage(detail=event.error.detail, code=event.error.code).to_json()
+        elif isinstance(event, CompleteEvent):
+            message = Complete().to_json()
+        await self._send_text(message)
 
-            recognizer = ProcessorRecognizer(
-                processor,
-                info,
-                interim=plan.interim_results,
-                observer=observe,
-                load=self.engine_load,
-            )
-        session = StreamingSession(
-            session_id,
-            recognizer,
-            asyncio.get_running_loop(),
-            queue_seconds=self.settings.audio_queue_seconds,
-            sample_rate=plan.sample_rate_hertz,
-        )
-        session.start()
-        self.metrics.active_sessions.inc()
-        return session, info
+    async def close(self, code: CloseCode) -> None:
+        await self.websocket.close(code=int(code))
 
-    def _observe_pass(self, audio_sec: float, spent_sec: float) -> None:
-        """Recognition thread: one engine pass done (prometheus_client is thread-safe)."""
-        self.metrics.audio_transcribed.inc(audio_sec)
-        self.metrics.engine_rtf.observe(spent_sec / audio_sec)
-        self.admission.estimate.observe(audio_sec, spent_sec)
-        self.trimmer.maybe_trim()  # hand the pass's freed buffers back (app/malloc.py)
-
-    # -- streaming ---------------------------------------------------------------
-
-    async def _stream(self, websocket: WebSocket, stream: Stream) -> str:
-        reader = asyncio.create_task(self._read(websocket, stream))
-        writer = asyncio.create_task(self._write(websocket, stream))
-        watchdog = asyncio.create_task(self._watch(stream))
-        tasks = (writer, reader, watchdog)
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in tasks:
-            if task not in done:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-        if writer in done and writer.exception() is None:
-            # Whatever the reader saw after `complete` is moot (the client closing as
-            # `complete` arrives ends both at once): retrieve it so it is not logged.
-            if reader in done and not reader.cancelled():
-                reader.exception()
-            return stream.end_reason or "completed"
-        for task in tasks:
-            if task in done:
-                task.result()  # re-raise ClientGone / ASRError
-        return "error"
-
-    async def _read(self, websocket: WebSocket, stream: Stream) -> None:
-        # No timer per message (the watchdog task checks for silence): rescheduling
-        # one on every frame was a tenth of the event loop's time with 100 sessions.
-        while True:
-            if stream.session.events.qsize() > MAX_UNSENT_EVENTS:
-                await _held_back(stream, _writer_catches_up(stream))
-            message = await websocket.receive()
-            stream.last_heard = time.monotonic()
-            if message["type"] == "websocket.disconnect":
-                raise ClientGone
-            data = message.get("bytes")
-            if data is not None:
-                await self._on_audio(stream, data)
-                continue
-            try:
-                control = parse_control(str(message.get("text")))
-            except ProtocolError as exc:
-                self._notify(stream, exc)
-                continue
-            if control.type == "keepalive":
-                continue  # receiving it reset the idle timer
-            if stream.stopped:
-                self._tell_stopped(stream, "already_stopped")
-            elif control.type == "finalize":
-                stream.session.handoff.flush()
-            else:
-                self._end(stream, None)
-
-    async def _on_audio(self, stream: Stream, data: bytes) -> None:
-        settings, metrics = self.settings, self.metrics
-        if len(data) > settings.max_frame_bytes:
-            raise FrameTooLarge(
-                f"An audio frame of {len(data)} bytes exceeds the limit of "
-                f"{settings.max_frame_bytes} bytes; send smaller frames (100 ms is typical)."
-            )
-        if stream.stopped:
-            self._tell_stopped(stream, "audio_after_stop")
+    async def fail(self, error: ASRError) -> None:
+        if self.websocket.application_state != WebSocketState.CONNECTED:
             return
-        if not data:
-            self._notify(
-                stream,
-                ProtocolError(
-                    "An empty audio frame was ignored; frames carry at least 2 bytes.",
-                    code="empty_frame",
-                    fatal=False,
-                ),
-            )
-            return
-        framer = stream.framer
-        before = framer.seconds_in
-        pcm = framer.frame(data)
-        metrics.audio_received.inc(framer.seconds_in - before)
-        stream.arrivals.append((framer.seconds_in, time.monotonic()))
-        backlog = stream.session.handoff.queued_seconds
-        if backlog > settings.max_backlog_sec and not stream.behind:
-            stream.behind = True
-            self._notify(
-                stream,
-                LimitError(
-                    f"The engine is {backlog:.0f} s behind this stream. Audio is queued, not "
-                    "dropped; if the queue fills, the server reads this socket more slowly "
-                    "until the engine catches up.",
-                    code="engine_behind",
-                    fatal=False,
-                ),
-            )
-        elif backlog < settings.max_backlog_sec / 2:
-            stream.behind = False
-        await _held_back(stream, stream.session.put_audio(pcm))
-        if framer.seconds_in > settings.max_session_sec:
-            self._end(
-                stream,
-                SessionTooLong(
-                    f"The session reached its limit of {settings.max_session_sec:g} s of audio; "
-                    "what was heard is final below, later audio was not taken. Open a new session "
-                    "to go on."
-                ),
-            )
+        with contextlib.suppress(Exception):
+            message = ErrorMessage(detail=error.detail, code=error.code).to_json()
+            await asyncio.wait_for(self.websocket.send_text(message), FAIL_SEND_TIMEOUT_SEC)
+            if error.close_code is not None:
+                await self.websocket.close(code=int(error.close_code))
 
-    def _end(self, stream: Stream, reason: ASRError | None) -> None:
-        """Finish the stream: last finals, `complete`, then close (1000, or the reason's code)."""
-        if stream.stopped:
-            return
-        stream.stopped = True
-        if reason is not None:
-            logger.info("[%s] ending: %s", stream.session.session_id, reason.code)
-            stream.end_reason = reason.code
-            stream.close_code = reason.close_code or CloseCode.NORMAL
-            stream.session.events.put_nowait(ErrorEvent(_as_notice(reason)))
-        stream.session.stop()
-
-    def _tell_stopped(self, stream: Stream, code: str) -> None:
-        """Answer the first message after the end, once; ignore the rest (not one per frame)."""
-        if stream.told_stopped:
-            return
-        stream.told_stopped = True
-        why = (
-            f"the server ended it ({stream.end_reason})"
-            if stream.end_reason
-            else "'stop' was received"
-        )
-        self._notify(
-            stream,
-            ProtocolError(
-                f"The session is finishing because {why}; later audio and messages are "
-                "ignored. Open a new session to send more.",
-                code=code,
-                fatal=False,
-            ),
-        )
-
-    def _notify(self, stream: Stream, error: ASRError) -> None:
-        """Send a non-fatal error through the writer (the only sender)."""
-        stream.session.events.put_nowait(ErrorEvent(error))
-
-    async def _write(self, websocket: WebSocket, stream: Stream) -> None:
-        format_transcript = TranscriptFormatter(stream.plan)
-        session = stream.session
-        timeout = self.settings.send_timeout_sec
-        while True:
-            event = await session.events.get()
-            stream.taken.set()
-            if isinstance(event, TranscriptEvent):
-                message = format_transcript(event.span, event.is_final)
-                if event.is_final:
-                    arrived = stream.arrival_of(event.span.end)
-                    if arrived is not None:
-                        lag = time.monotonic() - arrived
-                        self.metrics.final_lag.observe(lag)
-                        stream.figures.add_lag(lag)
-                await _send(websocket, message.to_json(), timeout)
-            elif isinstance(event, ErrorEvent):
-                if event.error.fatal:
-                    raise event.error
-                self.metrics.errors.labels(event.error.code).inc()
-                error = ErrorMessage(detail=event.error.detail, code=event.error.code)
-                await _send(websocket, error.to_json(), timeout)
-            elif isinstance(event, CompleteEvent):
-                await _send(websocket, Complete().to_json(), timeout)
-                with contextlib.suppress(Exception):
-                    await websocket.close(code=int(stream.close_code))
-                logger.info("[%s] complete", session.session_id)
-                return
-
-    async def _watch(self, stream: Stream) -> None:
-        """Every second (or quarter of the idle limit): a silent client, a hung engine.
-
-        Its own task, so the writer waits on events without a timer per event.
-        """
-        period = min(WATCHDOG_PERIOD_SEC, self.settings.idle_timeout_sec / 4)
-        while True:
-            await asyncio.sleep(period)
-            self._check_engine(stream.session)
-            self._check_idle(stream)
-
-    def _check_idle(self, stream: Stream) -> None:
-        """End a stream whose client has sent nothing for ``IDLE_TIMEOUT_SEC``."""
-        limit = self.settings.idle_timeout_sec
-        if stream.held_back:  # the client may be sending: the server is not reading
-            return
-        if not stream.stopped and time.monotonic() - stream.last_heard > limit:
-            self._end(
-                stream,
-                IdleTimeout(
-                    f"No audio or message for {limit:g} s; the session was ended. "
-                    'Send {"type": "keepalive"} to keep a quiet stream open.'
-                ),
-            )
-
-    def _check_engine(self, session: StreamingSession) -> None:
-        limit = self.settings.engine_pass_timeout_sec
-        if session.busy_for() > limit:
-            logger.error("[%s] engine pass hung for over %.0f s", session.session_id, limit)
-            raise BackendFailure(
-                f"The recognition engine did not answer within {limit:g} s; the session was "
-                "closed. Other sessions are not affected; please reconnect.",
-                code="engine_timeout",
-            )
-
-    # -- shutdown ------------------------------------------------------------------
-
-    def start_drain(self, grace_sec: float) -> asyncio.Task[None]:
-        """Begin draining (once; later calls get the same task): see `drain`."""
-        if self._drain_task is None:
-            logger.info("draining %d sessions (grace %.0f s)", len(self.streams), grace_sec)
-            self._drain_task = asyncio.get_running_loop().create_task(self.drain(grace_sec))
-        return self._drain_task
-
-    async def drain(self, grace_sec: float) -> None:
-        """Refuse new sessions; let running ones finish for ``grace_sec``; then end them (1012)."""
-        self.admission.draining = True
-        await self._until_no_streams(grace_sec)
-        for stream in list(self.streams.values()):
-            self._end(
-                stream,
-                ShuttingDown(
-                    "The server is restarting; what was heard is final, please reconnect."
-                ),
-            )
-        await self._until_no_streams(self.settings.session_close_timeout_sec)
-
-    async def _until_no_streams(self, limit_sec: float) -> None:
-        if self.streams:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._no_streams.wait(), limit_sec)
-
-
-def _as_notice(error: ASRError) -> ASRError:
-    """The same error as a message that does not end the session by itself."""
-    return ASRError(error.detail, code=error.code, fatal=False)
-
-
-async def _held_back(stream: Stream, waiting: Awaitable[_T]) -> _T:
-    """Await backpressure: the server does not read the client meanwhile.
-
-    The idle timer does not run then, and starts again from when reading resumes.
-    """
-    stream.held_back = True
-    try:
-        return await waiting
-    finally:
-        stream.held_back = False
-        stream.last_heard = time.monotonic()
-
-
-async def _writer_catches_up(stream: Stream) -> None:
-    """Until at most `MAX_UNSENT_EVENTS` wait for the writer (a slow or stuck client)."""
-    while stream.session.events.qsize() > MAX_UNSENT_EVENTS:
-        stream.taken.clear()
-        await stream.taken.wait()
-
-
-async def _send(websocket: WebSocket, text: str, within: float | None = None) -> None:
-    try:
-        # asyncio.timeout, not wait_for: no task per message.
-        async with asyncio.timeout(within):
-            await websocket.send_text(text)
-    except TimeoutError:
-        logger.info("a client stopped reading for %s s; dropping the connection", within)
-        raise ClientGone from None
-    except Exception as exc:  # the transport's own error types vary (uvicorn, websockets)
-        raise ClientGone from exc
-
-
-async def _deny(websocket: WebSocket, exc: ASRError, retry_after: int) -> None:
-    """Refuse at the handshake: HTTP 401/403/503 with the error as JSON.
-
-    A server without the denial-response extension cannot answer with a status:
-    it closes with the error's own close code after accepting.
-    """
-    status = http_status(exc)
-    body = ErrorMessage(detail=exc.detail, code=exc.code).model_dump()
-    headers = {"Retry-After": str(retry_after)} if status == 503 else None
-    try:
-        await websocket.send_denial_response(
-            JSONResponse(body, status_code=status, headers=headers)
-        )
-    except RuntimeError:
-        await websocket.close(code=int(exc.close_code or CloseCode.POLICY_VIOLATION))
-
-
-async def _send_error(websocket: WebSocket, exc: ASRError) -> None:
-    """Send an `error` message, then close if the error is fatal; ignore a gone client."""
-    if websocket.application_state != WebSocketState.CONNECTED:
-        return
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(
-            websocket.send_text(ErrorMessage(detail=exc.detail, code=exc.code).to_json()), 5.0
-        )
-        if exc.close_code is not None:
-            await websocket.close(code=int(exc.close_code))
+    async def _send_text(self, text: str) -> None:
+        try:
+            await self.websocket.send_text(text)
+        except Exception as exc:  # the transport's own error types vary (uvicorn, websockets)
+            raise ClientGone from exc

@@ -4,7 +4,7 @@
 
 Probes (installed by wrapping functions; the service's code is unchanged):
 
-* **up**: a binary frame enters the endpoint (`StreamEndpoint._on_audio`) →
+* **up**: a binary frame enters the endpoint (`SessionCore._on_audio`) →
   the gRPC client serializes the request that carries the frame's last sample
   onto the stream (correlated by stream position, per session);
 * **down**: the gRPC client deserializes a response → the endpoint sends the
@@ -60,10 +60,10 @@ class Probes:
 def install(probes: Probes) -> None:
     from google.cloud.speech_v1.types import cloud_speech
 
-    from app import ws
+    from app import core, ws
     from app.asr.google import bridge
 
-    on_audio = ws.StreamEndpoint._on_audio
+    on_audio = core.SessionCore._on_audio
 
     async def probed_on_audio(self: Any, stream: Any, data: bytes) -> None:
         t_in = time.monotonic_ns()
@@ -73,7 +73,7 @@ def install(probes: Probes) -> None:
             probes.frames.setdefault(id(stream.session.handoff), []).append((end, t_in))
         await on_audio(self, stream, data)
 
-    ws.StreamEndpoint._on_audio = probed_on_audio  # type: ignore[method-assign]
+    core.SessionCore._on_audio = probed_on_audio  # type: ignore[method-assign]
 
     requests = bridge.GoogleRecognizer._requests
 
@@ -110,9 +110,9 @@ def install(probes: Probes) -> None:
 
     cloud_speech.StreamingRecognizeResponse.deserialize = probed_deserialize  # type: ignore[method-assign]
 
-    send = ws._send
+    send = ws.NativeWebSocket._send_text
 
-    async def probed_send(websocket: Any, text: str, within: float | None = None) -> None:
+    async def probed_send(self: Any, text: str) -> None:
         match = STAMP.search(text)
         if match:
             with probes.lock:
@@ -121,9 +121,9 @@ def install(probes: Probes) -> None:
                 ms = (time.monotonic_ns() - t_in) / 1e6
                 with probes.lock:
                     probes.down_ms.append(ms)
-        await send(websocket, text, within)
+        await send(self, text)
 
-    ws._send = probed_send
+    ws.NativeWebSocket._send_text = probed_send  # type: ignore[method-assign]
 
 
 def serve_dumps(probes: Probes, folder: Path) -> None:

@@ -103,7 +103,7 @@ def test_stop_finalises_then_complete_then_1000(client: TestClient, loader: Coun
 def test_each_session_logs_its_lag_and_real_time_factor(
     client: TestClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="app.ws")
+    caplog.set_level(logging.INFO, logger="app.core")
     with client.websocket_connect(URL) as ws:
         session_id = start(ws)["session_id"]
         send_audio(ws, 2.5)

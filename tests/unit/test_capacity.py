@@ -46,6 +46,15 @@ def test_live_windows_replace_the_prior_then_move_it_by_their_weight() -> None:
     assert estimate.cost == pytest.approx((1 - SMOOTHING) * 0.2 + SMOOTHING * 0.1)
 
 
+def test_until_measured_live_the_node_admits_a_stream_per_worker_whatever_the_prior() -> None:
+    estimate = CapacityEstimate(CapacityPolicy(workers=2, ceiling=32), prior_cost=1.5)
+    assert estimate.capacity == 2  # a start-up pass timed on a busy machine said 1
+    estimate.roll(0.0)
+    estimate.observe(audio_sec=10.0, spent_sec=15.0)  # live: slower than real time
+    estimate.roll(WINDOW_SEC)
+    assert estimate.capacity == 1
+
+
 def test_a_window_that_heard_too_little_waits_for_more() -> None:
     estimate = CapacityEstimate(CapacityPolicy(workers=2, ceiling=32), prior_cost=0.4)
     estimate.roll(0.0)
