@@ -125,7 +125,11 @@ class Transport(Protocol):
     def query_params(self) -> QueryParams: ...
 
     async def refuse(self, error: ASRError, retry_after: int) -> None:
-        """Refuse before the upgrade (HTTP 401/403/503, with the error as a JSON body)."""
+        """Refuse before the upgrade (HTTP 400/401/403/503, with the error as a JSON body)."""
+
+    def check_request(self) -> None:
+        """The door's own checks of the handshake (a query it cannot serve: raise
+        `ConfigError`, answered 400 before the upgrade); after auth and admission."""
 
     async def accept(self, subprotocol: str | None) -> None:
         """Complete the handshake."""
@@ -233,6 +237,7 @@ class SessionCore:
             # Before the upgrade: a full or draining node answers 503, so a balancer
             # can send the connection to another node (DESIGN.md §2).
             self.admission.check_door(self.default_pool)
+            transport.check_request()
         except ASRError as exc:
             self.metrics.errors.labels(exc.code).inc()
             logger.info("refused a connection: %s", exc.code)

@@ -125,6 +125,9 @@ class NativeWebSocket:
         except RuntimeError:
             await self.websocket.close(code=int(error.close_code or CloseCode.POLICY_VIOLATION))
 
+    def check_request(self) -> None:
+        """Nothing to check: the config comes after the upgrade."""
+
     async def accept(self, subprotocol: str | None) -> None:
         await self.websocket.accept(subprotocol=subprotocol)
 
