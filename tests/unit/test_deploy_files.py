@@ -391,3 +391,14 @@ def test_ingress_retries_503_and_keeps_sessions_open() -> None:
     assert "http_503" in annotations[prefix + "proxy-next-upstream"].split()
     assert int(annotations[prefix + "proxy-read-timeout"]) >= 3600
     assert int(annotations[prefix + "proxy-send-timeout"]) >= 3600
+
+
+def test_the_cluster_names_the_debian_package_of_a_missing_proxy(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import deploy.cluster
+
+    monkeypatch.setattr(deploy.cluster, "find_program", lambda name: None)
+    assert deploy.cluster.main(["--proxy", "haproxy", "--nodes", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "haproxy is not installed" in err and "apt-get install haproxy" in err
