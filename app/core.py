@@ -58,6 +58,7 @@ from app.session import (
     EngineLoad,
     ErrorEvent,
     ProcessorRecognizer,
+    SpeechEvent,
     StreamingSession,
     TranscriptEvent,
 )
@@ -108,7 +109,7 @@ class Started:
     info: EngineInfo
 
 
-Outbound = Started | TranscriptEvent | ErrorEvent | CompleteEvent
+Outbound = Started | TranscriptEvent | SpeechEvent | ErrorEvent | CompleteEvent
 
 
 class ClientGone(Exception):
@@ -494,6 +495,8 @@ class SessionCore:
                         lag = time.monotonic() - arrived
                         self.metrics.final_lag.observe(lag)
                         stream.figures.add_lag(lag)
+                await self._send(transport, event)
+            elif isinstance(event, SpeechEvent):
                 await self._send(transport, event)
             elif isinstance(event, ErrorEvent):
                 if event.error.fatal:

@@ -3,7 +3,8 @@
     event loop                         recognition thread
     ----------                         ------------------
     put(pcm) ──► AudioHandoff ──►      Recognizer.run(handoff, emit)
-    events  ◄── call_soon_threadsafe ◄─ emit(TranscriptEvent | ErrorEvent | CompleteEvent)
+    events  ◄── call_soon_threadsafe ◄─ emit(TranscriptEvent | SpeechEvent
+                                             | ErrorEvent | CompleteEvent)
 
 The hand-off carries the client's LINEAR16 bytes at the client's rate, as
 they came; each recognizer decodes what it needs in its own thread (the
@@ -25,6 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -34,8 +36,10 @@ from app.asr.base import (
     EngineInfo,
     ProcessorResult,
     Recognizer,
+    SpeechChange,
     SupportsInterim,
     SupportsPreview,
+    SupportsUtterances,
     TextSpan,
     as_text_span,
 )
@@ -49,10 +53,45 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- events
 
 
+FinalCause = Literal["agreement", "pause", "finalize", "end"]
+"""Why a final was made: two passes agreed on it in mid-utterance (``agreement``),
+voice activity heard the speaker pause (``pause``), the client asked for what
+was heard to be made final (``finalize``), or the stream ended (``end``)."""
+
+UTTERANCE_ENDS: frozenset[FinalCause] = frozenset({"pause", "finalize", "end"})
+
+
 @dataclass(frozen=True)
 class TranscriptEvent:
     span: TextSpan
     is_final: bool
+    cause: FinalCause | None = None
+    """For a final, why it was made; None for an interim, or an engine that does not say."""
+
+    @property
+    def from_finalize(self) -> bool:
+        """Made by a client's ``finalize`` (Deepgram ``from_finalize``, an OpenAI commit)."""
+        return self.cause == "finalize"
+
+    @property
+    def ends_utterance(self) -> bool:
+        """The last final of an utterance (Deepgram ``speech_final``, an OpenAI turn's end)."""
+        return self.cause in UTTERANCE_ENDS
+
+
+@dataclass(frozen=True)
+class SpeechEvent:
+    """The engine's voice activity: an utterance ``started``, or ``stopped`` at a pause.
+
+    ``at`` is in seconds of stream time (where the speech began, or where the
+    silence after it began). A ``stopped`` comes after the utterance's finals,
+    so a door can close a turn on it; at the end of the stream, speech still
+    going on stops before `CompleteEvent`. Only engines with voice activity
+    (`SupportsUtterances`) emit these.
+    """
+
+    kind: Literal["started", "stopped"]
+    at: float
 
 
 @dataclass(frozen=True)
@@ -65,7 +104,7 @@ class CompleteEvent:
     pass
 
 
-SessionEvent = TranscriptEvent | ErrorEvent | CompleteEvent
+SessionEvent = TranscriptEvent | SpeechEvent | ErrorEvent | CompleteEvent
 Emit = Callable[[SessionEvent], None]
 
 
@@ -336,6 +375,8 @@ class ProcessorRecognizer:
         self.busy_since: float | None = None  # monotonic start of the running pass
         self.last_pass_sec = 0.0  # how long the latest pass took
         self._last_interim = ""
+        self._utterances = processor if isinstance(processor, SupportsUtterances) else None
+        self._speech: list[SpeechChange] = []  # voice activity not emitted yet
         self._has_turn = False  # holds one of `load`'s turns
         self._turn_lock = threading.Lock()
 
@@ -390,7 +431,8 @@ class ProcessorRecognizer:
                     result = self._timed(self.processor.finish, unheard)
                 finally:
                     self._end_pass()
-                self._emit_final(result, emit)
+                cause: FinalCause = "finalize" if batch.flush else "end"
+                self._emit_pass(emit, result, cause, ended=batch.ended)
                 if batch.ended:
                     emit(CompleteEvent())
                     return
@@ -415,7 +457,8 @@ class ProcessorRecognizer:
                     result = self._timed(self.processor.process_iter, unheard)
                 finally:
                     self._end_pass()
-                self._emit_final(result, emit)
+                paused = self._utterances is not None and self._utterances.utterance_ended()
+                self._emit_pass(emit, result, "pause" if paused else "agreement")
                 pending = unheard = 0
                 self._emit_interim(emit)
             elif (
@@ -429,6 +472,7 @@ class ProcessorRecognizer:
                     self._timed(self.processor.preview_iter, unheard)
                 finally:
                     self._end_pass()
+                self._emit_speech(emit, until_stop=True)
                 unheard = 0
                 self._emit_interim(emit)
 
@@ -471,11 +515,33 @@ class ProcessorRecognizer:
             self.observer(samples / ENGINE_SAMPLE_RATE, self.last_pass_sec)
         return result
 
-    def _emit_final(self, result: ProcessorResult, emit: Emit) -> None:
+    def _emit_pass(
+        self, emit: Emit, result: ProcessorResult, cause: FinalCause, *, ended: bool = False
+    ) -> None:
+        """After a committing pass: speech that started, its final, then speech that stopped.
+
+        A ``stopped`` waits for a committing pass (the one that commits the
+        utterance at its pause), so the utterance's finals come before it; a
+        preview pass in the pause commits nothing.
+        """
+        self._emit_speech(emit, until_stop=True, ended=ended)
         span = as_text_span(result)
         if span is not None:
-            emit(TranscriptEvent(span, is_final=True))
+            emit(TranscriptEvent(span, is_final=True, cause=cause))
             self._last_interim = ""
+        self._emit_speech(emit, until_stop=False)
+
+    def _emit_speech(self, emit: Emit, *, until_stop: bool, ended: bool = False) -> None:
+        """Emit the voice activity heard so far (``until_stop``: up to its next ``stopped``)."""
+        if self._utterances is not None:
+            self._speech += self._utterances.speech_changes(ended=ended)
+        held = self._speech
+        count = len(held)
+        if until_stop:
+            count = next((i for i, c in enumerate(held) if c.kind == "stopped"), count)
+        for change in held[:count]:
+            emit(SpeechEvent(change.kind, change.at))
+        del held[:count]
 
     def _emit_interim(self, emit: Emit) -> None:
         if not self.interim:

@@ -40,7 +40,7 @@ from app.messages import (
     parse_control,
 )
 from app.plan import SessionPlan
-from app.session import CompleteEvent, ErrorEvent, TranscriptEvent
+from app.session import CompleteEvent, ErrorEvent, SpeechEvent, TranscriptEvent
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +156,8 @@ class NativeWebSocket:
             return Invalid(exc)
 
     async def send(self, event: Outbound) -> None:
+        if isinstance(event, SpeechEvent):
+            return  # voice activity: the native protocol does not carry it
         if isinstance(event, Started):
             plan, info = event.plan, event.info
             self._format = TranscriptFormatter(plan)

@@ -243,6 +243,35 @@ class SupportsPreview(SupportsInterim, Protocol):
 
 
 @dataclass(frozen=True)
+class SpeechChange:
+    """Voice activity turned: speech ``started``, or ``stopped`` at a pause, at ``at`` seconds."""
+
+    kind: Literal["started", "stopped"]
+    at: float
+
+
+@runtime_checkable
+class SupportsUtterances(Protocol):
+    """An `ASRProcessor` that hears where utterances begin and end (voice activity).
+
+    What the drop-in protocols tell their clients beside the text: Deepgram's
+    ``speech_final`` and ``SpeechStarted``, OpenAI's turn boundaries. Watching
+    it changes nothing the processor decides.
+    """
+
+    def utterance_ended(self) -> bool:
+        """Whether the text the latest `process_iter` committed ends an utterance (a pause)."""
+        ...
+
+    def speech_changes(self, *, ended: bool = False) -> list[SpeechChange]:
+        """Speech starts and stops heard since the last call, in stream order.
+
+        ``ended``: the stream has ended, so speech still going on stops where it was last heard.
+        """
+        ...
+
+
+@dataclass(frozen=True)
 class StreamingOptions:
     """Tuning of `OnlineASRProcessor` (None: the settings' value)."""
 

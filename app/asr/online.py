@@ -82,7 +82,15 @@ from typing import Literal, TextIO
 
 import numpy as np
 
-from app.asr.base import ASRBase, Audio, RawWord, TextSpan, TimedWord, TranscribeResult
+from app.asr.base import (
+    ASRBase,
+    Audio,
+    RawWord,
+    SpeechChange,
+    TextSpan,
+    TimedWord,
+    TranscribeResult,
+)
 from app.asr.vad import FRAME_SEC, SpeechTimeline
 from app.settings import ENGINE_SAMPLE_RATE
 
@@ -343,6 +351,12 @@ class OnlineASRProcessor:
         self.speech = speech  # voice activity over the whole stream, if any
         self.min_chunk_sec = min_chunk_sec
         self.logfile = logfile
+        # Voice activity as utterances, for `speech_changes` (kept across `init`: a
+        # flush in mid-speech does not end the speaker's utterance).
+        self._talking = False
+        self._quiet_since: float | None = None  # start of the silence after speech
+        self._changes: list[SpeechChange] = []
+        self._utterance_ended = False
         self.init()
 
     # -- ASRProcessor protocol ------------------------------------------------
@@ -363,11 +377,14 @@ class OnlineASRProcessor:
         )
         self._untranscribed_samples += len(audio)
         if self.speech is not None:
+            scored = len(self.speech.speech)
             self.speech.accept(audio)
+            self._track_speech(scored)
 
     def process_iter(self) -> TextSpan | None:
         """Transcribe the buffer, commit what two passes agree on, trim the buffer."""
         self._preview = None
+        self._utterance_ended = False
         if not len(self.audio_buffer):
             return None
         speech = self.speech
@@ -380,6 +397,7 @@ class OnlineASRProcessor:
                 return span_of(committed, self.asr.sep)
             self._cut_leading_silence()
             if speech.trailing_silence() >= self.options.pause_sec:
+                self._utterance_ended = True
                 return self._commit_utterance()
         result = self._transcribe()
         self.hypothesis.insert(self._hear_skipped_start(self._words(result)))
@@ -435,6 +453,47 @@ class OnlineASRProcessor:
         self.init(offset=self.buffer_end)
         self.committed = history  # the prompt context carries on
         return span_of(committed, self.asr.sep)
+
+    # -- utterances (`SupportsUtterances`) ----------------------------------------
+
+    def utterance_ended(self) -> bool:
+        """Whether the latest `process_iter` committed an utterance at a pause."""
+        return self._utterance_ended
+
+    def speech_changes(self, *, ended: bool = False) -> list[SpeechChange]:
+        """Utterances starting and stopping since the last call (none without voice activity).
+
+        An utterance stops after ``pause_sec`` of silence, the pause at which
+        `process_iter` commits it whole; ``at`` is where the silence began.
+        """
+        if ended and self._talking:
+            self._talking = False
+            at = self._quiet_since
+            if at is None:
+                at = self.speech.end if self.speech is not None else self.buffer_end
+            self._changes.append(SpeechChange("stopped", at))
+            self._quiet_since = None
+        changes, self._changes = self._changes, []
+        return changes
+
+    def _track_speech(self, first: int) -> None:
+        """Turn the frames scored from index ``first`` on into utterance starts and stops."""
+        assert self.speech is not None
+        labels, origin = self.speech.speech, self.speech.origin
+        for i in range(first, len(labels)):
+            at = origin + i * FRAME_SEC
+            if labels[i]:
+                self._quiet_since = None
+                if not self._talking:
+                    self._talking = True
+                    self._changes.append(SpeechChange("started", at))
+            elif self._talking:
+                if self._quiet_since is None:
+                    self._quiet_since = at
+                if at + FRAME_SEC - self._quiet_since >= self.options.pause_sec:
+                    self._talking = False
+                    self._changes.append(SpeechChange("stopped", self._quiet_since))
+                    self._quiet_since = None
 
     # -- interim ---------------------------------------------------------------
 
