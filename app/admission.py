@@ -17,6 +17,12 @@ the measured capacity (`app.capacity`); ``remote`` engines (Google) cost little
 CPU here and are limited only by ``MAX_SESSIONS``, which bounds both together.
 Connections still sending their config are not sessions: they take no slot,
 and have their own bound (``MAX_PENDING_CONNECTIONS``).
+
+Per client address (the socket's, or the one a trusted proxy names: see
+`app.server`), at most ``MAX_PENDING_PER_CLIENT`` connections may wait for
+their config and ``MAX_SESSIONS_PER_CLIENT`` stream; past that the door
+answers HTTP 429 with ``Retry-After``. So one client that opens connections
+and never configures them fills its own allowance, not the node.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from app.capacity import CapacityEstimate
-from app.errors import Overloaded
+from app.errors import Overloaded, TooManyConnections
 from app.settings import Settings
 
 
@@ -52,6 +58,8 @@ class Admission:
         self.clock = clock
         self.active: Counter[Pool] = Counter()
         self.pending = 0  # connections that have not sent a valid config yet
+        self.pending_by: Counter[str] = Counter()  # the same, per client address
+        self.active_by: Counter[str] = Counter()  # sessions per client address
         self.draining = False
         # Told of each refusal: (stage "handshake" or "config", error code), for metrics.
         self.on_refusal: Callable[[str, str], None] | None = None
@@ -91,8 +99,27 @@ class Admission:
 
     # -- the two checks ------------------------------------------------------------
 
-    def check_door(self, default_pool: Pool) -> None:
-        """Before the upgrade: raise `Overloaded` (→ HTTP 503) if no session could start."""
+    def check_door(self, default_pool: Pool, client: str) -> None:
+        """Before the upgrade: raise `TooManyConnections` (→ HTTP 429) for a client over its
+        own limits, `Overloaded` (→ HTTP 503) if no session could start."""
+        settings = self.settings
+        if self.pending_by[client] >= settings.max_pending_per_client:
+            self._refuse(
+                "handshake",
+                TooManyConnections(
+                    f"This client has {self.pending_by[client]} connections that have not sent "
+                    f"their config; send the config at once, or retry in {self.retry_after} s."
+                ),
+            )
+        per_client = settings.max_sessions_per_client
+        if per_client and self.active_by[client] >= per_client:
+            self._refuse(
+                "handshake",
+                TooManyConnections(
+                    f"This client is streaming its maximum of {per_client} sessions; "
+                    f"retry in {self.retry_after} s."
+                ),
+            )
         if self.pending >= self.settings.max_pending_connections:
             self._refuse(
                 "handshake",
@@ -104,21 +131,25 @@ class Admission:
         self._check("handshake", default_pool)
 
     @contextmanager
-    def pending_connection(self) -> Iterator[None]:
+    def pending_connection(self, client: str) -> Iterator[None]:
         """A connection between its upgrade and its config (or its end)."""
         self.pending += 1
+        self.pending_by[client] += 1
         try:
             yield
         finally:
             self.pending -= 1
+            _decrement(self.pending_by, client)
 
-    def admit(self, pool: Pool) -> None:
+    def admit(self, pool: Pool, client: str) -> None:
         """After the config: take a slot in ``pool`` or raise `Overloaded` (→ 1013)."""
         self._check("config", pool)
         self.active[pool] += 1
+        self.active_by[client] += 1
 
-    def release(self, pool: Pool) -> None:
+    def release(self, pool: Pool, client: str) -> None:
         self.active[pool] -= 1
+        _decrement(self.active_by, client)
 
     def _check(self, stage: str, pool: Pool) -> None:
         if self.draining:
@@ -148,7 +179,14 @@ class Admission:
                 ),
             )
 
-    def _refuse(self, stage: str, error: Overloaded) -> None:
+    def _refuse(self, stage: str, error: Overloaded | TooManyConnections) -> None:
         if self.on_refusal is not None:
             self.on_refusal(stage, error.code)
         raise error
+
+
+def _decrement(counts: Counter[str], key: str) -> None:
+    """One less for ``key``; a client with none left is forgotten (the map stays small)."""
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Literal, Protocol, TypeVar
 
 from starlette.datastructures import Headers, QueryParams
+from starlette.requests import HTTPConnection
 
 from app.admission import Admission, Pool
 from app.asr.base import EngineInfo, Recognizer, RecognizerLoader
@@ -112,6 +113,16 @@ class Started:
 Outbound = Started | TranscriptEvent | SpeechEvent | ErrorEvent | CompleteEvent
 
 
+def client_address(connection: HTTPConnection) -> str:
+    """The client's address as the ASGI server gives it.
+
+    uvicorn puts the socket's peer there, or, when that peer is one of
+    ``TRUSTED_PROXIES``, the client that proxy named in ``X-Forwarded-For``
+    (`app.server` configures it; nobody is trusted by default).
+    """
+    return connection.client.host if connection.client else "unknown"
+
+
 class ClientGone(Exception):
     """The client closed or dropped the connection."""
 
@@ -124,6 +135,10 @@ class Transport(Protocol):
 
     @property
     def query_params(self) -> QueryParams: ...
+
+    @property
+    def client(self) -> str:
+        """The client's address: the socket's, or the one a trusted proxy named."""
 
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         """Refuse before the upgrade (HTTP 400/401/403/503, with the error as a JSON body)."""
@@ -237,7 +252,8 @@ class SessionCore:
             creds = self.auth.check(transport.headers, transport.query_params)
             # Before the upgrade: a full or draining node answers 503, so a balancer
             # can send the connection to another node (DESIGN.md §2).
-            self.admission.check_door(self.default_pool)
+            client = transport.client
+            self.admission.check_door(self.default_pool, client)
             transport.check_request()
         except ASRError as exc:
             self.metrics.errors.labels(exc.code).inc()
@@ -250,13 +266,13 @@ class SessionCore:
         outcome = "error"
         figures = SessionFigures()
         try:
-            with self.admission.pending_connection():
+            with self.admission.pending_connection(client):
                 await transport.accept(creds.subprotocol)
                 config = await self._receive_config(transport)
                 plan = plan_session(config, self.settings, self.registry, self.defaults)
                 # The engine is known now: its pool must have room (else 1013, the fallback).
                 wanted = self.pool_of(plan.request.backend)
-                self.admission.admit(wanted)
+                self.admission.admit(wanted, client)
                 pool = wanted
             session, info = await self._open_session(session_id, plan, figures)
             await self._send(transport, Started(session_id, plan, info))
@@ -285,7 +301,7 @@ class SessionCore:
             await transport.fail(ASRError("The server failed on this session."))
         finally:
             if pool is not None:
-                self.admission.release(pool)
+                self.admission.release(pool, client)
             if session is not None:
                 self.streams.pop(session_id, None)
                 if not self.streams:

@@ -8,6 +8,7 @@
     ├── LimitError                limit_exceeded          1008
     │   ├── FrameTooLarge         frame_too_large         1009 (message too big)
     │   ├── IdleTimeout           idle_timeout            1008
+    │   ├── TooManyConnections    too_many_connections    HTTP 429 + Retry-After at the handshake
     │   └── SessionTooLong        max_duration_exceeded   1008
     ├── AuthError                 unauthorized,           HTTP 401/403 at the handshake
     │                             origin_not_allowed      (1008 if the server cannot deny)
@@ -137,6 +138,12 @@ class SessionTooLong(LimitError):
     code = "max_duration_exceeded"
 
 
+class TooManyConnections(LimitError):
+    """One client address over its own limit of pending or streaming connections."""
+
+    code = "too_many_connections"
+
+
 class AuthError(ASRError):
     """Missing or wrong API key, or an origin that is not allowed."""
 
@@ -204,12 +211,18 @@ class GoogleQuotaExceeded(Overloaded):
     code = "google_quota_exceeded"
 
 
+# Refusals worth retrying later: they carry a Retry-After header.
+RETRY_LATER_STATUSES = frozenset({429, 503})
+
+
 def http_status(error: ASRError) -> int:
     """The HTTP status of a refusal before the upgrade (or of a REST request)."""
     if isinstance(error, AuthError):
         return 403 if error.code == "origin_not_allowed" else 401
     if isinstance(error, Overloaded):
         return 503
+    if isinstance(error, TooManyConnections):
+        return 429
     if isinstance(error, ConfigError | ProtocolError | AudioFormatError | LimitError):
         return 400
     return 500

@@ -89,6 +89,10 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level,
         ws_max_size=max(MIN_TRANSPORT_LIMIT, settings.max_frame_bytes * TRANSPORT_SIZE_FACTOR),
+        # X-Forwarded-For names the client only when the peer is a trusted proxy (uvicorn
+        # trusts 127.0.0.1 by default: any local process could then pose as anyone).
+        proxy_headers=bool(settings.trusted_proxies.strip()),
+        forwarded_allow_ips=settings.trusted_proxies.strip() or None,
     )
     redact_tokens_in_logs()  # after uvicorn.Config, which sets up its loggers
     DrainingServer(config, app.state.endpoint, settings.shutdown_grace_sec).run()

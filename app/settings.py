@@ -87,7 +87,9 @@ class Settings(BaseSettings):
 
     # Limits
     max_frame_bytes: int = Field(default=1_048_576, ge=2)
-    config_timeout_sec: float = Field(default=10.0, gt=0.0)
+    # A real client sends its config at once; a connection that does not holds a pending
+    # slot (not a session slot) until this deadline.
+    config_timeout_sec: float = Field(default=5.0, gt=0.0)
     audio_queue_seconds: float = Field(default=30.0, gt=0.0)
     session_close_timeout_sec: float = Field(default=10.0, gt=0.0)
     # Hard ceiling of sessions of every engine; local engines are limited sooner, by
@@ -98,7 +100,14 @@ class Settings(BaseSettings):
     local_capacity: int = Field(default=0, ge=0)
     # Connections between their upgrade and their config: their own bound, not session slots.
     max_pending_connections: int = Field(default=64, ge=1)
-    # The Retry-After of a 503 (a full or draining node).
+    # Per client address (the socket's, or X-Forwarded-For from a trusted proxy):
+    # connections still sending their config, and sessions (0: no limit). Over: HTTP 429.
+    max_pending_per_client: int = Field(default=8, ge=1)
+    max_sessions_per_client: int = Field(default=16, ge=0)
+    # Proxies whose X-Forwarded-For header names the client (comma-separated
+    # addresses or networks, e.g. "127.0.0.1,10.0.0.0/8"; "*" any). Empty: trust none.
+    trusted_proxies: str = ""
+    # The Retry-After of a 503 (a full or draining node) or a 429 (a client over its limit).
     retry_after_sec: int = Field(default=5, ge=1, le=3600)
     max_session_sec: float = Field(default=4 * 3600.0, gt=0.0)
     idle_timeout_sec: float = Field(default=30.0, gt=0.0)

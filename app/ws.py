@@ -27,8 +27,9 @@ from app.core import (
     Invalid,
     Outbound,
     Started,
+    client_address,
 )
-from app.errors import ASRError, CloseCode, ProtocolError, http_status
+from app.errors import RETRY_LATER_STATUSES, ASRError, CloseCode, ProtocolError, http_status
 from app.messages import (
     Complete,
     ErrorMessage,
@@ -110,6 +111,10 @@ class NativeWebSocket:
     def query_params(self) -> QueryParams:
         return self.websocket.query_params
 
+    @property
+    def client(self) -> str:
+        return client_address(self.websocket)
+
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         """HTTP 401/403/503 with the error as JSON (503 with ``Retry-After``).
 
@@ -118,7 +123,7 @@ class NativeWebSocket:
         """
         status = http_status(error)
         body = ErrorMessage(detail=error.detail, code=error.code).model_dump()
-        headers = {"Retry-After": str(retry_after)} if status == 503 else None
+        headers = {"Retry-After": str(retry_after)} if status in RETRY_LATER_STATUSES else None
         response = JSONResponse(body, status_code=status, headers=headers)
         try:
             await self.websocket.send_denial_response(response)

@@ -261,7 +261,9 @@ class Cluster:
         self.proxy: Proxy = proxy
         self.proxy_path = require_proxy(proxy)
         self.port = port or free_port()
-        self.env = {**os.environ, **(env or {}), "HOST": LOOPBACK}
+        # The proxy runs on this machine: its X-Forwarded-For names each client, for the
+        # nodes' per-client limits (else every client would be the proxy's one address).
+        self.env = {"TRUSTED_PROXIES": LOOPBACK, **os.environ, **(env or {}), "HOST": LOOPBACK}
         self.command = list(command)
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
         if workdir is None:

@@ -12,7 +12,7 @@ from app.capacity import (
     CapacityEstimate,
     CapacityPolicy,
 )
-from app.errors import Overloaded
+from app.errors import Overloaded, TooManyConnections, http_status
 from app.settings import Settings
 
 
@@ -66,6 +66,9 @@ def test_a_window_that_heard_too_little_waits_for_more() -> None:
     assert estimate.cost == pytest.approx(1.5 / (1.5 * MIN_WINDOW_AUDIO_SEC))
 
 
+C = "192.0.2.1"  # a client address
+
+
 def settings(**values: object) -> Settings:
     return Settings(_env_file=None, **values)  # type: ignore[arg-type]
 
@@ -78,34 +81,34 @@ def admission(capacity: int, **values: object) -> Admission:
 
 def test_the_door_refuses_when_the_default_pool_is_full_and_the_config_when_its_pool_is() -> None:
     node = admission(2, max_sessions=3)
-    node.admit(Pool.LOCAL)
-    node.admit(Pool.LOCAL)
+    node.admit(Pool.LOCAL, C)
+    node.admit(Pool.LOCAL, C)
     with pytest.raises(Overloaded) as full:
-        node.check_door(Pool.LOCAL)
+        node.check_door(Pool.LOCAL, C)
     assert full.value.code == "server_full" and "2 streams" in full.value.detail
-    node.check_door(Pool.REMOTE)  # a Google default still has room
-    node.admit(Pool.REMOTE)
+    node.check_door(Pool.REMOTE, C)  # a Google default still has room
+    node.admit(Pool.REMOTE, C)
     with pytest.raises(Overloaded):  # MAX_SESSIONS bounds both pools together
-        node.admit(Pool.REMOTE)
+        node.admit(Pool.REMOTE, C)
     with pytest.raises(Overloaded):
-        node.check_door(Pool.REMOTE)  # 3 sessions: the ceiling, whatever the pool
-    node.release(Pool.LOCAL)
-    node.check_door(Pool.LOCAL)
-    node.admit(Pool.LOCAL)
+        node.check_door(Pool.REMOTE, C)  # 3 sessions: the ceiling, whatever the pool
+    node.release(Pool.LOCAL, C)
+    node.check_door(Pool.LOCAL, C)
+    node.admit(Pool.LOCAL, C)
     assert dict(node.active) == {Pool.LOCAL: 2, Pool.REMOTE: 1}
 
 
 def test_pending_connections_take_no_slot_but_have_their_own_bound() -> None:
-    node = admission(1, max_pending_connections=2)
+    node = admission(1, max_pending_connections=2, max_pending_per_client=5)
     refused: list[tuple[str, str]] = []
     node.on_refusal = lambda stage, code: refused.append((stage, code))
-    with node.pending_connection(), node.pending_connection():
-        node.admit(Pool.LOCAL)  # two connections still sending configs did not fill the node
-        node.release(Pool.LOCAL)
+    with node.pending_connection(C), node.pending_connection(C):
+        node.admit(Pool.LOCAL, C)  # two connections still sending configs did not fill the node
+        node.release(Pool.LOCAL, C)
         with pytest.raises(Overloaded):
-            node.check_door(Pool.LOCAL)
+            node.check_door(Pool.LOCAL, C)
     assert node.pending == 0
-    node.check_door(Pool.LOCAL)
+    node.check_door(Pool.LOCAL, C)
     assert refused == [("handshake", "server_full")]
 
 
@@ -114,7 +117,7 @@ def test_a_draining_node_refuses_with_its_own_code_at_both_stages() -> None:
     node.draining = True
     for check in (node.check_door, node.admit):
         with pytest.raises(Overloaded) as refused:
-            check(Pool.LOCAL)
+            check(Pool.LOCAL, C)
         assert refused.value.code == "shutting_down"
     assert node.sessions == 0
 
@@ -124,3 +127,23 @@ def test_admission_off_keeps_only_max_sessions() -> None:
     node = Admission(s, CapacityEstimate(CapacityPolicy(2, 5), prior_cost=2.0))
     assert node.local_capacity == 5  # the estimate (1 stream) is not applied
     assert node.load_ratio == 0.0
+
+
+def test_one_client_fills_its_own_allowance_not_the_node() -> None:
+    node = admission(10, max_pending_per_client=2, max_sessions_per_client=3)
+    flood, other = "192.0.2.66", "198.51.100.7"
+    with node.pending_connection(flood), node.pending_connection(flood):
+        with pytest.raises(TooManyConnections) as refused:
+            node.check_door(Pool.LOCAL, flood)
+        assert refused.value.code == "too_many_connections" and http_status(refused.value) == 429
+        node.check_door(Pool.LOCAL, other)  # another client is not affected
+    for _ in range(3):
+        node.admit(Pool.LOCAL, flood)
+    with pytest.raises(TooManyConnections):
+        node.check_door(Pool.LOCAL, flood)
+    node.check_door(Pool.LOCAL, other)
+    node.release(Pool.LOCAL, flood)
+    node.check_door(Pool.LOCAL, flood)
+    for _ in range(2):
+        node.release(Pool.LOCAL, flood)
+    assert not node.pending_by and not node.active_by  # nothing kept for gone clients
