@@ -21,6 +21,8 @@ from app.asr.base import EngineRequest, RecognizerLoader
 from app.asr.registry import Registry, set_current
 from app.capacity import SupportsCostEstimate
 from app.core import SessionCore
+from app.deepgram import PATH as DEEPGRAM_PATH
+from app.deepgram import DeepgramWebSocket
 from app.errors import AuthError
 from app.languages import to_whisper_language
 from app.messages import ErrorMessage
@@ -80,6 +82,12 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         await endpoint.serve(NativeWebSocket(websocket))
 
     app.add_api_websocket_route("/ws/asr-stream", asr_stream)
+
+    async def deepgram_listen(websocket: WebSocket) -> None:
+        """Deepgram's live streaming protocol (docs/COMPATIBILITY.md)."""
+        await endpoint.serve(DeepgramWebSocket(websocket))
+
+    app.add_api_websocket_route(DEEPGRAM_PATH, deepgram_listen)
     # The page and its scripts are public: the stream itself checks the API key.
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
