@@ -26,6 +26,8 @@ from app.deepgram import DeepgramWebSocket
 from app.errors import AuthError
 from app.languages import to_whisper_language
 from app.messages import ErrorMessage
+from app.openai_realtime import PATH as OPENAI_REALTIME_PATH
+from app.openai_realtime import OpenAIRealtime
 from app.readiness import GOOGLE, Readiness, google_configured
 from app.settings import Settings
 from app.ws import NativeWebSocket
@@ -88,6 +90,13 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         await endpoint.serve(DeepgramWebSocket(websocket))
 
     app.add_api_websocket_route(DEEPGRAM_PATH, deepgram_listen)
+
+    async def openai_realtime(websocket: WebSocket) -> None:
+        """OpenAI's Realtime transcription protocol (docs/COMPATIBILITY.md)."""
+        transport = OpenAIRealtime(websocket, send_timeout_sec=settings.send_timeout_sec)
+        await endpoint.serve(transport)
+
+    app.add_api_websocket_route(OPENAI_REALTIME_PATH, openai_realtime)
     # The page and its scripts are public: the stream itself checks the API key.
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
