@@ -8,6 +8,7 @@ block as the word ``w<block>``), so every message is exact and quick.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 from typing import Any
@@ -247,3 +248,20 @@ async def test_harmless_parameters_are_accepted_and_ignored(scripted_url: str) -
         await s.socket.send_close_stream()
         await s.closed()
     assert s.close_code == 1000 and s.transcript() == "w0"
+
+
+async def test_a_stream_without_audio_or_keepalive_for_10_s_closes_with_net_0001(
+    scripted_url: str,
+) -> None:
+    url = f"{scripted_url}/v1/listen?{BASE_QUERY}"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Token {KEY}"}) as ws:
+        await ws.send(loud(0.5))
+        started = asyncio.get_running_loop().time()
+        messages = []
+        with contextlib.suppress(websockets.ConnectionClosedError):
+            async for raw in ws:
+                messages.append(json.loads(raw))
+        waited = asyncio.get_running_loop().time() - started
+    assert ws.close_code == 1011 and ws.close_reason == "NET-0001"
+    assert 9.5 < waited < 13
+    assert messages[-1]["type"] == "Error" and messages[-1]["code"] == "idle_timeout"
