@@ -460,9 +460,15 @@ class _Audio:
 class DeepgramWebSocket:
     """One ``/v1/listen`` connection as a `Transport` of the core."""
 
-    def __init__(self, websocket: WebSocket, vendor_models: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        vendor_models: dict[str, str] | None = None,
+        idle_sec: float = IDLE_SEC,
+    ) -> None:
         self.websocket = websocket
         self.vendor_models = VENDOR_MODELS if vendor_models is None else vendor_models
+        self.idle_sec = idle_sec
         self.request_id = str(uuid.uuid4())
         self.created = datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")
         self.query: ListenQuery | None = None
@@ -539,11 +545,12 @@ class DeepgramWebSocket:
         if self._closing:
             return await self.websocket.receive()
         try:
-            return await asyncio.wait_for(self.websocket.receive(), IDLE_SEC)
+            return await asyncio.wait_for(self.websocket.receive(), self.idle_sec)
         except TimeoutError:
             self._end_code = IdleTimeout.code
             raise IdleTimeout(
-                f"No audio or KeepAlive for {IDLE_SEC:g} s ({NET_0001}); the stream was closed. "
+                f"No audio or KeepAlive for {self.idle_sec:g} s ({NET_0001}); the stream was "
+                "closed. "
                 'Send {"type": "KeepAlive"} every few seconds to keep a quiet stream open.'
             ) from None
 

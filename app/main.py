@@ -87,7 +87,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     async def deepgram_listen(websocket: WebSocket) -> None:
         """Deepgram's live streaming protocol (docs/COMPATIBILITY.md)."""
-        await endpoint.serve(DeepgramWebSocket(websocket))
+        await endpoint.serve(
+            DeepgramWebSocket(
+                websocket, settings.deepgram_models, settings.deepgram_idle_timeout_sec
+            )
+        )
 
     app.add_api_websocket_route(DEEPGRAM_PATH, deepgram_listen)
 

@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     engine_pass_timeout_sec: float = Field(default=60.0, gt=0.0)
     shutdown_grace_sec: float = Field(default=30.0, ge=0.0)
 
+    # Deepgram-compatible door (/v1/listen): Deepgram model names mapped to ours
+    # ("nova-3=base,nova-2=tiny.en"); any other Deepgram name runs DEFAULT_MODEL. And the
+    # idle limit Deepgram documents: no audio or message for this long ends the stream.
+    deepgram_model_map: str = ""
+    deepgram_idle_timeout_sec: float = Field(default=10.0, gt=0.0)
+
     # Auth (off while API_KEYS is empty) and browser origins (any while empty).
     # Both are comma-separated lists.
     api_keys: str = ""
@@ -124,6 +130,11 @@ class Settings(BaseSettings):
     @property
     def api_key_list(self) -> list[str]:
         return [key.strip() for key in self.api_keys.split(",") if key.strip()]
+
+    @property
+    def deepgram_models(self) -> dict[str, str]:
+        pairs = (item.split("=", 1) for item in self.deepgram_model_map.split(",") if "=" in item)
+        return {name.strip(): model.strip() for name, model in pairs if name.strip()}
 
     @property
     def allowed_origin_list(self) -> list[str]:
