@@ -9,7 +9,16 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, TypeAdapter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+)
 from pydantic import ValidationError as PydanticValidationError
 
 from app.errors import ConfigError, ProtocolError, echo
@@ -19,16 +28,26 @@ PROTOCOL_VERSION = 1
 # --------------------------------------------------------------------------- client → server
 
 
+def _unicode(text: str) -> str:
+    # JSON's "\ud800" escape gives a lone surrogate, which no UTF-8 encoder takes:
+    # a model named so failed the metadata reply as an internal error (bench/fuzz.py).
+    text.encode("utf-8")  # UnicodeEncodeError is a ValueError: pydantic reports it
+    return text
+
+
+Text = Annotated[StrictStr, AfterValidator(_unicode)]
+
+
 class StreamConfig(BaseModel):
     """The first message of a session. Types are strict: ``"16000"`` is not a rate."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     sample_rate_hertz: StrictInt
-    encoding: StrictStr
-    language_code: StrictStr | None = None
-    backend: StrictStr | None = None
-    model: StrictStr | None = None
+    encoding: Text
+    language_code: Text | None = None
+    backend: Text | None = None
+    model: Text | None = None
     interim_results: StrictBool | None = None
     enable_automatic_punctuation: StrictBool | None = None
     enable_word_time_offsets: StrictBool = False
@@ -80,6 +99,13 @@ def _config_error(exc: PydanticValidationError) -> ConfigError:
     if kind == "missing":
         return ConfigError(
             f"Field '{field}' is required in the config.", code="missing_field", field=field
+        )
+    if kind == "value_error":  # `_unicode`
+        return ConfigError(
+            f"Field '{field}' must be Unicode text: it holds an unpaired surrogate escape "
+            "(\\ud800 to \\udfff).",
+            code="invalid_field_type",
+            field=field,
         )
     expected = {
         "sample_rate_hertz": "an integer",

@@ -22,7 +22,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import BackendUnavailable, ConfigError
+from app.errors import BackendUnavailable, ConfigError, echo
 
 logger = logging.getLogger(__name__)
 
@@ -61,11 +61,16 @@ def resolve_model_dir(name: str, cache_dir: Path) -> Path:
         return _tiny_en()
     if name == BASE:
         return _assembled_base(cache_dir / BASE)
-    path = Path(name).expanduser()
-    if (path / "model.bin").is_file() and (path / "config.json").is_file():
-        return path
+    try:
+        path = Path(name).expanduser()
+        if (path / "model.bin").is_file() and (path / "config.json").is_file():
+            return path
+    # A name no folder can have is an unknown model, not a server failure (bench/fuzz.py):
+    # too long (ENAMETOOLONG), "~nobody" (RuntimeError), "~\x00" (ValueError).
+    except (OSError, RuntimeError, ValueError):
+        pass
     raise ConfigError(
-        f"Unknown model '{name}': use one of {', '.join(BUNDLED_MODELS)} or the path of a "
+        f"Unknown model {echo(name)}: use one of {', '.join(BUNDLED_MODELS)} or the path of a "
         "folder holding a CTranslate2 Whisper model (model.bin, config.json).",
         code="unknown_model",
         field="model",
