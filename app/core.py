@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import time
@@ -511,9 +512,9 @@ class SessionCore:
                         lag = time.monotonic() - arrived
                         self.metrics.final_lag.observe(lag)
                         stream.figures.add_lag(lag)
-                await self._send(transport, event)
+                await self._send(transport, resumed(event, stream.plan.stream_offset_sec))
             elif isinstance(event, SpeechEvent):
-                await self._send(transport, event)
+                await self._send(transport, resumed(event, stream.plan.stream_offset_sec))
             elif isinstance(event, ErrorEvent):
                 if event.error.fatal:
                     raise event.error
@@ -617,6 +618,19 @@ async def _held_back(stream: Stream, waiting: Awaitable[_T]) -> _T:
     finally:
         stream.held_back = False
         stream.last_heard = time.monotonic()
+
+
+def resumed(event: TranscriptEvent | SpeechEvent, offset: float) -> TranscriptEvent | SpeechEvent:
+    """The event in the client's stream time: a resumed stream's times go on from its
+    ``stream_offset_sec`` (the engine counts from this connection's first sample)."""
+    if not offset:
+        return event
+    if isinstance(event, SpeechEvent):
+        return dataclasses.replace(event, at=event.at + offset)
+    span = event.span
+    words = tuple(w._replace(start=w.start + offset, end=w.end + offset) for w in span.words)
+    moved = dataclasses.replace(span, start=span.start + offset, end=span.end + offset, words=words)
+    return dataclasses.replace(event, span=moved)
 
 
 async def _writer_catches_up(stream: Stream) -> None:

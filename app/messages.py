@@ -15,6 +15,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     StrictStr,
     TypeAdapter,
@@ -36,6 +37,9 @@ def _unicode(text: str) -> str:
 
 
 Text = Annotated[StrictStr, AfterValidator(_unicode)]
+# A resumed stream's offset: at most ~115 days of audio, finite, never negative.
+MAX_STREAM_OFFSET_SEC = 10_000_000.0
+StreamOffset = Annotated[StrictFloat, Field(ge=0.0, le=MAX_STREAM_OFFSET_SEC, allow_inf_nan=False)]
 
 
 class StreamConfig(BaseModel):
@@ -51,6 +55,9 @@ class StreamConfig(BaseModel):
     interim_results: StrictBool | None = None
     enable_automatic_punctuation: StrictBool | None = None
     enable_word_time_offsets: StrictBool = False
+    # Stream time of this connection's first sample, for a client resuming a dropped
+    # stream (STREAMING.md, "Resuming a stream"): every start/end continues from it.
+    stream_offset_sec: StreamOffset = 0.0
 
 
 class ControlMessage(BaseModel):
@@ -107,8 +114,16 @@ def _config_error(exc: PydanticValidationError) -> ConfigError:
             code="invalid_field_type",
             field=field,
         )
+    if field == "stream_offset_sec" and kind != "float_type":
+        return ConfigError(
+            f"Field 'stream_offset_sec' must be a finite number of seconds from 0 to "
+            f"{MAX_STREAM_OFFSET_SEC:g}: the 'end' of the last final the client received.",
+            code="invalid_stream_offset",
+            field=field,
+        )
     expected = {
         "sample_rate_hertz": "an integer",
+        "stream_offset_sec": "a number",
         "encoding": "a string",
         "language_code": "a string",
         "backend": "a string",

@@ -45,6 +45,7 @@ class SessionPlan:
     interim_results: bool
     punctuation: bool
     word_offsets: bool
+    stream_offset_sec: float = 0.0  # added to every time the session reports
 
 
 def plan_session(
@@ -118,4 +119,5 @@ def plan_session(
         interim_results=interim,
         punctuation=punctuation,
         word_offsets=config.enable_word_time_offsets,
+        stream_offset_sec=config.stream_offset_sec,
     )
