@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -385,6 +386,7 @@ def main(argv: list[str] | None = None) -> None:
             report(fuzzer, elapsed, args, atheris_version(atheris))
             sys.stdout.flush()
             sys.stderr.flush()
+            shutil.rmtree(work, ignore_errors=True)  # the corpus; findings are in the report
             os._exit(1 if fuzzer.findings else 0)  # libFuzzer's loop has no other way out
 
     libfuzzer_args = [
