@@ -50,6 +50,7 @@ from app.errors import (
     ProtocolError,
     SessionTooLong,
     ShuttingDown,
+    echo,
 )
 from app.malloc import Trimmer
 from app.messages import StreamConfig
@@ -281,7 +282,7 @@ class SessionCore:
                 "[%s] started: backend=%s model=%s language=%s rate=%d",
                 session_id,
                 info.backend,
-                info.model,
+                echo(info.model),  # an engine may take any name a client sends
                 plan.language_code,
                 plan.sample_rate_hertz,
             )
@@ -378,11 +379,13 @@ class SessionCore:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        # Read every failure here, so none is logged as "never retrieved": when the writer
+        # sent `complete`, whatever the reader saw is moot (the client closing as
+        # `complete` arrives ends both at once); else the first one found is raised below.
+        for task in done:
+            if not task.cancelled():
+                task.exception()
         if writer in done and writer.exception() is None:
-            # Whatever the reader saw after `complete` is moot (the client closing as
-            # `complete` arrives ends both at once): retrieve it so it is not logged.
-            if reader in done and not reader.cancelled():
-                reader.exception()
             return stream.end_reason or "completed"
         for task in tasks:
             if task in done:

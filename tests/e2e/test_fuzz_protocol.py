@@ -408,11 +408,6 @@ async def test_protocol_fuzz(server: tuple[str, Path]) -> None:
     assert not crashes, "\n".join(crashes[:10])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="app/core.py logs the engine's model as the client sent it, and leaves a reader's "
-    "ClientGone unretrieved when the writer fails too (issue 28; reported to the lead)",
-)
 async def test_the_fuzzed_server_log_is_bounded_and_printable(server: tuple[str, Path]) -> None:
     """After the fuzz (same server): no traceback of the service, no client bytes let through.
 
