@@ -13,6 +13,10 @@ Output: each final on its own line as it arrives, then a blank line and the
 whole transcript on the last line. When stdout is a terminal the current
 interim is shown in place; when stderr is a terminal, a progress bar. Exit
 status: see `Exit`.
+
+A connection lost mid-stream is resumed (`ASRStreamClient.stream`): each
+reconnect is told on stderr ("connection lost (1006); resuming at 12.34 s,
+attempt 1/5"), and so is giving up (exit 5). ``--no-resume`` turns it off.
 """
 
 from __future__ import annotations
@@ -40,6 +44,8 @@ from clients.asr_client import (
     DEFAULT_CHUNK_MS,
     DEFAULT_URL,
     ASRStreamClient,
+    ResumeAttempt,
+    ResumeFailed,
     ServerBusy,
     StreamError,
 )
@@ -60,6 +66,7 @@ class Exit(enum.IntEnum):
     USAGE = 2  # bad options, a missing or undecodable file
     CONNECT = 3  # the server could not be reached
     BUSY = 4  # the server (every node behind a balancer) is full or draining: retry later
+    LOST = 5  # the connection was lost mid-stream and every reconnect failed
     INTERRUPTED = 130  # Ctrl-C twice
 
 
@@ -102,6 +109,13 @@ def add_stream_options(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get(API_KEY_ENV),
         help=f"API key, sent as 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}); "
         "needed only when the server sets API_KEYS",
+    )
+    parser.add_argument(
+        "--no-resume",
+        dest="resume",
+        action="store_false",
+        help="end with an error when the connection is lost mid-stream, instead of "
+        "reconnecting and resending the audio no final covers yet",
     )
 
 
@@ -332,6 +346,19 @@ class Display:
     def abandon(self) -> None:
         self._clear()
 
+    def resuming(self, attempt: ResumeAttempt) -> None:
+        """A reconnect: say so; the interim is void, and the resent backlog puts the
+        engine behind on purpose."""
+        if attempt.lost is not None:
+            start, end = attempt.lost
+            self.note(
+                f"warning: audio {start:.2f}–{end:.2f} s was not kept (over the resume "
+                "bound): words there are lost"
+            )
+        self.interim = ""
+        self.quiet_codes = self.quiet_codes | {ENGINE_BEHIND}
+        self.note(attempt.describe())
+
     def _clear(self) -> None:
         if self.live is not None and self._line_shown:
             self.live.write("\r\x1b[2K")
@@ -424,9 +451,17 @@ async def stream_to_server(
             realtime=not args.fast,
             config=stream_config(args),
             progress=display.progress,
+            resume=args.resume,
+            on_resume=display.resuming,
         ):
             connected = True
             display.message(msg)
+    except ResumeFailed as exc:
+        display.abandon()
+        if args.json and not display.error_printed:
+            print(ErrorMessage(detail=exc.detail, code=exc.code or "").to_json(), flush=True)
+        print(f"error: gave up resuming: {exc.detail}", file=sys.stderr, flush=True)
+        return Exit.LOST
     except ServerBusy as exc:
         display.abandon()
         wait = f"retry in {exc.retry_after:g} s" if exc.retry_after else "retry later"
@@ -491,7 +526,8 @@ def build_parser() -> argparse.ArgumentParser:
         "to an asr-stream server; print finals as they come and then the transcript.",
         epilog="Exit status: 0 done, 1 the server reported an error, 2 bad usage or an "
         "unreadable file, 3 the server could not be reached, 4 the server is busy (full or "
-        "draining: retry after the time it says), 130 interrupted. "
+        "draining: retry after the time it says), 5 the connection was lost mid-stream and "
+        "could not be resumed, 130 interrupted. "
         "Ctrl-C once ends the audio and waits for the last finals.",
     )
     parser.add_argument(
