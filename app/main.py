@@ -30,6 +30,8 @@ from app.openai_realtime import PATH as OPENAI_REALTIME_PATH
 from app.openai_realtime import OpenAIRealtime
 from app.readiness import GOOGLE, Readiness, google_configured
 from app.settings import Settings
+from app.webrtc import PATH as WEBRTC_PATH
+from app.webrtc import WebRTCDoor
 from app.ws import NativeWebSocket
 
 logger = logging.getLogger(__name__)
@@ -46,6 +48,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     endpoint = SessionCore(settings, registry)
     admission = endpoint.admission
     readiness = Readiness(settings)
+    webrtc = WebRTCDoor(endpoint)  # aiortc is imported only when an offer arrives
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -72,6 +75,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             "unknown" if estimate.cost is None else f"{estimate.cost:.3f}",
         )
         yield
+        await webrtc.aclose()
 
     app = FastAPI(title="asr-stream", version="0.1.0", lifespan=lifespan)
     app.state.settings = settings
@@ -101,6 +105,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         await endpoint.serve(transport)
 
     app.add_api_websocket_route(OPENAI_REALTIME_PATH, openai_realtime)
+    # WebRTC microphone input (the `webrtc` extra): the offer in, the answer out (app/webrtc.py).
+    app.add_api_route(WEBRTC_PATH, webrtc.offer, methods=["POST"], include_in_schema=False)
     # The page and its scripts are public: the stream itself checks the API key.
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 

@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bench.server import running_server
+from tests.e2e.test_hardening import BASE_ENV
+
+KEY = "webrtc-test-key"
+ORIGIN = "http://allowed.example"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def http_base(ws_url: str) -> str:
+    return ws_url.replace("ws://", "http://").rsplit("/ws/", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real server process with the scripted engine, an API key and one allowed origin."""
+    log = Path(tmp_path_factory.mktemp("webrtc")) / "server.log"
+    env = {**BASE_ENV, "API_KEYS": KEY, "ALLOWED_ORIGINS": ORIGIN}
+    with running_server(env=env, log_path=log) as url:
+        yield url
