@@ -51,6 +51,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketState
 
+from app.asr.base import TextSpan
 from app.core import Audio, ClientGone, Control, Inbound, Invalid, Outbound, Started
 from app.errors import (
     ASRError,
@@ -478,20 +479,33 @@ def to_pcm16(data: bytes, fmt: Format) -> bytes:
 
 # --------------------------------------------------------------------------- turns
 
-# A commit's turn is completed by the final its flush makes. A flush that finds nothing
-# left (the engine made every word final already) makes no event, so a commit whose
-# flush has not answered is completed when the engine shows it is past the commit (an
-# event about later audio), or, failing that, after this long without any engine event.
+# A turn ends at a stream time: a commit's (the audio appended until then), or the pause
+# the engine's voice activity heard (server VAD). Its text is the finals' words spoken
+# before that time, so a turn is completed once the engine shows it is past it: a word
+# spoken later, the final a commit's flush makes, or (a commit) voice activity about
+# later audio. A flush that finds nothing left makes no event, and words heard before a
+# pause may become final only at a later pass; failing any sign, a turn is completed
+# after a while without engine events: `FLUSH_QUIET_SEC` when voice activity had
+# stopped before the turn's end (the utterance's finals came before its stop: nothing
+# is left to say), else `FLUSH_SPEECH_WAIT_SEC` (words are coming, however slow the
+# engine: MKL on an AMD CPU took over 2 s to flush a few seconds of speech).
 FLUSH_QUIET_SEC = 2.0
+FLUSH_SPEECH_WAIT_SEC = 10.0
+FLUSH_LOOK_SEC = 0.25
 
 
 @dataclass
-class Flush:
-    """A commit (``item``) or a clear (``item`` None: its text is dropped) being flushed."""
+class Ending:
+    """A turn that ended at stream time ``at`` and waits for the rest of its words.
+
+    ``commit``: the client's (the core flushes it); ``clear``: the client's too, its
+    words dropped (``item`` None); ``pause``: voice activity ended it (server VAD).
+    """
 
     item: Item | None
-    at: float  # stream time of the commit: later audio is past it
-    asked: float  # loop time it was asked for
+    at: float
+    kind: Literal["commit", "clear", "pause"]
+    asked: float  # loop time it ended
 
 
 @dataclass
@@ -503,7 +517,7 @@ class Item:
     audio_end_sec: float | None = None  # where it was committed (or its speech stopped)
     text: str = ""
     spoken: bool = False  # `speech_started` was sent for it
-    committed: bool = False
+    last_cause: str | None = None  # why its latest final was made
 
 
 # The client events OpenAI defines that a transcription session does not take.
@@ -542,10 +556,12 @@ class OpenAIRealtime:
         # Turns.
         self._item: Item | None = None  # the turn audio goes to now
         self._last_item_id: str | None = None  # the turn committed last
-        # Commits and clears waiting for their finalize final, in order.
-        self._flushes: deque[Flush] = deque()
+        # Turns that ended and wait for their last words, in stream order.
+        self._endings: deque[Ending] = deque()
         self._last_engine_event = 0.0  # loop time of the latest final or speech event
+        self._last_speech: SpeechEvent | None = None  # the engine's latest voice activity
         self._watcher: asyncio.Task[None] | None = None
+        self._final_begins = False  # the next text piece opens a final
         self._audio_sec = 0.0  # stream time: seconds of audio the client appended
         self._boundary_sec = 0.0  # stream time of the last commit, clear or VAD stop
 
@@ -783,7 +799,7 @@ class OpenAIRealtime:
         self._boundary_sec = item.audio_end_sec = self._audio_sec
         self._item = None
         await self._commit(item)
-        self._flush(item)
+        self._ending(Ending(item, self._audio_sec, "commit", 0.0))
         return Control("finalize")
 
     async def _on_clear(self, event: dict[str, Any], event_id: str | None) -> Inbound:
@@ -794,7 +810,7 @@ class OpenAIRealtime:
         await self._send_json({"type": "input_audio_buffer.cleared", "event_id": _id("event")})
         if item is None:
             return Control("keepalive")
-        self._flush(None)
+        self._ending(Ending(None, self._audio_sec, "clear", 0.0))
         return Control("finalize")
 
     async def _on_update(self, event: dict[str, Any], event_id: str | None) -> None:
@@ -853,57 +869,89 @@ class OpenAIRealtime:
 
     # -- server events ---------------------------------------------------------------
 
-    def _flush(self, item: Item | None) -> None:
+    def _ending(self, ending: Ending) -> None:
         loop = asyncio.get_running_loop()
-        self._flushes.append(Flush(item, self._audio_sec, loop.time()))
+        ending.asked = loop.time()
+        self._endings.append(ending)
         if self._watcher is None or self._watcher.done():
-            self._watcher = loop.create_task(self._expire_flushes())
+            self._watcher = loop.create_task(self._expire_endings())
 
-    async def _expire_flushes(self) -> None:
-        """Complete a commit whose flush found nothing (see `FLUSH_QUIET_SEC`)."""
+    async def _expire_endings(self) -> None:
+        """Complete a turn whose last words do not come (see `FLUSH_QUIET_SEC`)."""
         loop = asyncio.get_running_loop()
         with contextlib.suppress(ClientGone):
-            while self._flushes:
-                head = self._flushes[0]
-                wait = max(head.asked, self._last_engine_event) + FLUSH_QUIET_SEC - loop.time()
-                if wait > 0:
-                    await asyncio.sleep(wait)
+            while self._endings:
+                head = self._endings[0]
+                speech = self._last_speech
+                silent = speech is not None and speech.kind == "stopped" and speech.at <= head.at
+                patience = FLUSH_QUIET_SEC if silent else FLUSH_SPEECH_WAIT_SEC
+                wait = max(head.asked, self._last_engine_event) + patience - loop.time()
+                if wait > 0:  # look again soon: an engine event may change the patience
+                    await asyncio.sleep(min(wait, FLUSH_LOOK_SEC))
                     continue
-                await self._flushed(self._flushes.popleft())
+                await self._ended(self._endings.popleft())
 
-    async def _flushed(self, flush: Flush) -> None:
-        if flush.item is not None:
-            await self._completed(flush.item)
-
-    async def _past_flushes(self, stream_time: float) -> None:
-        """The engine heard audio after these commits: their flushes are done."""
-        while self._flushes and stream_time > self._flushes[0].at:
-            await self._flushed(self._flushes.popleft())
+    async def _ended(self, ending: Ending) -> None:
+        if ending.item is not None:
+            await self._completed(ending.item)
 
     async def _on_final(self, event: TranscriptEvent) -> None:
-        span = event.span
+        """Each word goes to the turn it was spoken in; a word after a turn's end (or the
+        final a commit's flush made) completes that turn."""
+        flushed = event.cause in ("finalize", "end")
+        self._final_begins = True
+        texts: list[tuple[Item | None, str]] = []  # (turn, its text), in order
+        for at, text in self._words(event.span):
+            # A flush's final is the commit's, whatever it heard after (the core flushes
+            # all the audio it has): only turns voice activity ended go by time.
+            while self._endings and at >= self._endings[0].at:
+                if flushed and self._endings[0].kind != "pause":
+                    break
+                await self._flush_texts(texts)
+                await self._ended(self._endings.popleft())
+            if self._endings:
+                target = self._endings[0].item
+            else:
+                if self._item is None:
+                    self._item = Item(_id("item"), self._boundary_sec)
+                target = self._item
+            if texts and texts[-1][0] is target:
+                texts[-1] = (target, texts[-1][1] + text)
+            else:
+                texts.append((target, text))
+        await self._flush_texts(texts)
+        if event.cause == "finalize":
+            # The commit it answers is complete, and every turn that ended before it.
+            while self._endings:
+                ending = self._endings.popleft()
+                await self._ended(ending)
+                if ending.kind != "pause":
+                    break
+        for target, _ in texts:
+            if target is not None:
+                target.last_cause = event.cause
+
+    async def _flush_texts(self, texts: list[tuple[Item | None, str]]) -> None:
+        for target, text in texts:
+            if target is not None:  # None: a cleared turn's words are dropped
+                await self._delta(target, text, self._final_begins)
+            self._final_begins = False
+        texts.clear()
+
+    def _words(self, span: TextSpan) -> list[tuple[float, str]]:
+        """The final's text in pieces with their stream times (by word when the words
+        join into the text, else whole at its middle)."""
         text = span.text if self._punctuation else strip_punctuation(span.text)
-        ends = event.cause in ("finalize", "end")
-        if not ends:
-            await self._past_flushes((span.start + span.end) / 2)
-        if self._flushes:
-            # Audio before a commit (or clear): its text belongs to that turn.
-            flush = self._flushes[0]
-            if ends:
-                self._flushes.popleft()
-            if flush.item is not None:
-                await self._delta(flush.item, text)
-                if ends:
-                    await self._completed(flush.item)
-            return
-        if not text.strip():
-            return
-        if self._item is None:
-            self._item = Item(_id("item"), self._boundary_sec)
-        await self._delta(self._item, text)
+        words = span.words
+        if words and self._punctuation and "".join(w.word for w in words) == span.text:
+            return [(w.start, w.word) for w in words]
+        return [((span.start + span.end) / 2, text)]
 
     async def _on_speech(self, event: SpeechEvent) -> None:
-        await self._past_flushes(event.at)
+        self._last_speech = event
+        # Voice activity about audio after a commit: the core flushed that commit.
+        while self._endings and self._endings[0].kind != "pause" and event.at > self._endings[0].at:
+            await self._ended(self._endings.popleft())
         if not self.settings.server_vad:
             return
         item = self._item
@@ -921,7 +969,7 @@ class OpenAIRealtime:
                     }
                 )
             return
-        # stopped: the turn ends at the pause (its finals came before this event).
+        # stopped: the turn ends at the pause.
         if item is None or not (item.spoken or item.text):
             return
         await self._send_json(
@@ -936,19 +984,22 @@ class OpenAIRealtime:
         self._boundary_sec = max(self._boundary_sec, event.at)
         item.audio_end_sec = event.at
         await self._commit(item)
-        await self._completed(item)
+        if item.last_cause == "pause":
+            # The engine made the utterance final whole at this pause: nothing is left.
+            await self._completed(item)
+        else:
+            self._ending(Ending(item, event.at, "pause", 0.0))
 
     async def _on_complete(self) -> None:
         """The stream ended (a limit, drain): close every turn that is still open."""
-        while self._flushes:
-            await self._flushed(self._flushes.popleft())
+        while self._endings:
+            await self._ended(self._endings.popleft())
         item, self._item = self._item, None
         if item is not None and item.text:
             await self._commit(item)
             await self._completed(item)
 
     async def _commit(self, item: Item) -> None:
-        item.committed = True
         previous, self._last_item_id = self._last_item_id, item.id
         await self._send_json(
             {
@@ -968,10 +1019,12 @@ class OpenAIRealtime:
             }
         )
 
-    async def _delta(self, item: Item, text: str) -> None:
+    async def _delta(self, item: Item, text: str, final_begins: bool) -> None:
+        """Text for a turn; ``final_begins``: it opens a final (else it goes on one that
+        a turn's end split, as the words themselves join)."""
         if not item.text:
             text = text.lstrip()
-        elif text and not text[0].isspace():
+        elif final_begins and text and not text[0].isspace():
             text = " " + text  # deltas joined in order are the turn's transcript
         if not text:
             return

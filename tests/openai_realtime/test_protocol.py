@@ -250,6 +250,9 @@ async def test_clear_drops_the_uncommitted_turn(scripted_base: str, mode: Mode) 
         await append(conn, pcm(0.8))  # under one engine step: no final before the clear
         await conn.input_audio_buffer.clear(event_id="clear_1")
         await reader.wait_type("input_audio_buffer.cleared")
+        # The engine flushes what it holds when it next looks: audio appended before
+        # then joins the cleared turn (a frame, at a microphone's pace; here, instant).
+        await asyncio.sleep(0.3)
         await append(conn, pcm(1.2))
         await conn.input_audio_buffer.commit()
         completed = await reader.wait_type(COMPLETED)
