@@ -285,8 +285,10 @@ async function loadBackends() {
   }
 }
 
-ui.start.addEventListener("click", () => start());
-ui.stop.addEventListener("click", () => stop());
+// The WebRTC transport (webrtc.js) takes Start and Stop when it is chosen or running.
+const webrtc = () => window.asrWebRTC;
+ui.start.addEventListener("click", () => (webrtc()?.selected() ? webrtc().start() : start()));
+ui.stop.addEventListener("click", () => (webrtc()?.running() ? webrtc().stop() : stop()));
 $("endpoint").textContent = streamUrl();
 const unavailable = microphoneUnavailable();
 if (unavailable) setStatus("error", unavailable);

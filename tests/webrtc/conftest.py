@@ -24,3 +24,12 @@ def scripted_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     env = {**BASE_ENV, "API_KEYS": KEY, "ALLOWED_ORIGINS": ORIGIN}
     with running_server(env=env, log_path=log) as url:
         yield url
+
+
+@pytest.fixture(scope="module")
+def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real server process with the real default model (as tests/e2e's ``server_url``)."""
+    log = Path(tmp_path_factory.mktemp("webrtc-model")) / "server.log"
+    cache = tmp_path_factory.mktemp("models")
+    with running_server(env={"MODEL_CACHE_DIR": str(cache)}, log_path=log) as url:
+        yield url

@@ -1,0 +1,129 @@
+"""Real speech through WebRTC into the real model: an aiortc client, and Chromium's page.
+
+Both compare with the native WebSocket on the same server and clip: the native
+endpoint transcribes jfk_16k.wav at 0.0 WER (oneDNN and MKL builds alike,
+tests/openai_realtime/test_transcripts.py). WebRTC adds Opus (48 kHz, lossy
+but transparent for speech at these rates) and a resampling each way; the bound
+is the native figure plus 0.14 (three words of the clip's 22), far below what
+lost or doubled audio, a wrong rate or a broken gap would cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("aiortc", reason="the 'webrtc' extra: pip install -e '.[webrtc]'")
+
+from playwright.sync_api import sync_playwright
+
+from bench.stream_latency import word_error_rate
+from clients.asr_client import ASRStreamClient
+from clients.asr_client import read_wav as read_pcm
+from tests.e2e.test_browser import COMMON_ARGS, STATE_IS, chromium_path, page_url, watch
+from tests.support.commands import AUDIO
+from tests.webrtc.conftest import http_base
+from tests.webrtc.peer import Peer, WavTrack, read_wav
+
+pytestmark = pytest.mark.e2e
+
+CLIP = AUDIO / "jfk_16k.wav"
+MARGIN = 0.14
+LEAD_IN_SEC = 1.5  # silence before the speech: the page connects while it plays
+
+
+async def native_wer(url: str) -> float:
+    pcm, rate = read_pcm(CLIP)
+    result = await ASRStreamClient(url).transcribe(pcm, sample_rate_hertz=rate)
+    return word_error_rate(CLIP.with_suffix(".txt").read_text(), result.transcript)
+
+
+async def webrtc_stream(url: str) -> Peer:
+    samples, rate = read_wav(CLIP)
+    track = WavTrack(samples, rate)
+    peer = Peer(http_base(url))
+    response = await peer.offer(track, config={**CONFIG_16K, "interim_results": True})
+    assert response.status_code == 200, response.text
+    await peer.until("metadata", 30)
+    await asyncio.wait_for(track.finished.wait(), 60)
+    await asyncio.sleep(0.5)  # the clip's tail reaches the server
+    peer.send({"type": "stop"})
+    await peer.until("complete", 60)
+    await peer.close()
+    return peer
+
+
+CONFIG_16K = {"sample_rate_hertz": 16000, "encoding": "LINEAR16"}
+
+
+async def test_aiortc_client_gets_the_transcript(model_server: str) -> None:
+    native, peer = await asyncio.gather(native_wer(model_server), webrtc_stream(model_server))
+    kinds = [m["type"] for m in peer.messages]
+    assert kinds[0] == "metadata" and kinds[-1] == "complete" and "error" not in kinds, kinds
+    first_final = kinds.index("transcript") if "transcript" in kinds else -1
+    assert first_final >= 0
+    assert any(m["type"] == "transcript" and not m["is_final"] for m in peer.messages)
+    wer = word_error_rate(CLIP.with_suffix(".txt").read_text(), peer.transcript)
+    assert wer <= native + MARGIN, (
+        f"WebRTC WER {wer:.2f} vs native {native:.2f}: {peer.transcript!r}"
+    )
+    # Times are the clip's: the last final ends within the audio sent (11 s and the tail).
+    assert 9.0 < peer.finals[-1]["end"] < 13.0, peer.finals[-1]
+
+
+def padded_clip(folder: Path) -> Path:
+    """The clip after LEAD_IN_SEC of silence, as Chromium's fake microphone plays it."""
+    samples, rate = read_wav(CLIP)
+    out = folder / "jfk_lead_in.wav"
+    with wave.open(str(out), "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(np.zeros(int(LEAD_IN_SEC * rate), np.int16).tobytes())
+        wav.writeframes(samples.tobytes())
+    return out
+
+
+def test_chromium_page_over_webrtc(model_server: str, tmp_path: Path) -> None:
+    """Debian's Chromium picks WebRTC on the page, presses Start, then Stop."""
+    clip = padded_clip(tmp_path)
+    native = asyncio.run(native_wer(model_server))
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(),
+            headless=True,
+            args=[
+                *COMMON_ARGS,
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-audio-capture={clip}%noloop",
+            ],
+        )
+        try:
+            page = browser.new_page()
+            problems = watch(page)
+            page.goto(page_url(model_server))
+            page.select_option("#transport", "webrtc")
+            started = time.monotonic()
+            page.click("#start")
+            page.wait_for_function(STATE_IS, arg="streaming", timeout=30_000)
+            assert page.is_disabled("#start") and page.is_enabled("#stop")
+            page.wait_for_function(
+                "() => document.querySelector('#interim').textContent.trim().length > 0",
+                timeout=20_000,
+            )
+            seconds = LEAD_IN_SEC + 11.0 + 1.0
+            page.wait_for_timeout(max(0.0, seconds - (time.monotonic() - started)) * 1000)
+            page.click("#stop")
+            page.wait_for_function(STATE_IS, arg="done", timeout=30_000)
+            transcript = page.text_content("#transcript") or ""
+            assert page.is_enabled("#start")
+        finally:
+            browser.close()
+    wer = word_error_rate(CLIP.with_suffix(".txt").read_text(), transcript)
+    assert wer <= native + MARGIN, f"WER {wer:.2f} vs native {native:.2f}: {transcript!r}"
+    assert problems == []
