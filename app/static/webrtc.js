@@ -1,6 +1,7 @@
 // WebRTC transport for the page (app/webrtc.py, STREAMING.md "WebRTC"): the microphone
 // as a WebRTC audio track (Opus), the native JSON messages on a data channel "asr".
-// It reuses app.js's page helpers (ui, setStatus, setRunning, streamConfig, onMessage…);
+// It reuses app.js's page helpers (ui, setStatus, setRunning, streamConfig…) but renders
+// the messages itself: app.js's onMessage keeps WebSocket resume state this does not have.
 // app.js hands Start and Stop here when the transport choice is WebRTC.
 "use strict";
 
@@ -27,6 +28,32 @@ window.asrWebRTC = (() => {
       pc.addEventListener("icegatheringstatechange", done);
       setTimeout(resolve, ICE_GATHER_TIMEOUT_MS); // send what was gathered
     });
+  }
+
+  // The messages as the WebSocket page shows them (STREAMING.md §4).
+  function render(s, msg) {
+    switch (msg.type) {
+      case "metadata":
+        if (!s.stopping) setStatus("streaming", `WebRTC, ${msg.backend} ${msg.model}, ${msg.language_code}`);
+        break;
+      case "transcript":
+        if (msg.is_final) {
+          ui.transcript.textContent += msg.text; // each later final carries its leading space
+          ui.interim.textContent = "";
+        } else {
+          ui.interim.textContent = msg.text;
+        }
+        break;
+      case "error":
+        s.lastError = msg; // a fatal one is followed by the channel's close, which reports it
+        if (!s.stopping) setStatus("streaming", `warning: ${msg.detail}`);
+        break;
+      case "complete":
+        s.completed = true;
+        ui.interim.textContent = "";
+        end(s, "done");
+        break;
+    }
   }
 
   async function refusal(response) {
@@ -76,11 +103,7 @@ window.asrWebRTC = (() => {
     try {
       s.pc = new RTCPeerConnection(); // no ICE servers: host candidates only
       s.channel = s.pc.createDataChannel(WEBRTC_CHANNEL);
-      s.channel.onmessage = (event) => {
-        const msg = JSON.parse(event.data);
-        onMessage(s, msg); // app.js: the same rendering as the WebSocket's
-        if (msg.type === "complete") end(s, "done");
-      };
+      s.channel.onmessage = (event) => render(s, JSON.parse(event.data));
       s.channel.onclose = () => closed(s);
       s.pc.onconnectionstatechange = () => {
         if (["failed", "closed"].includes(s.pc.connectionState)) closed(s);
