@@ -399,14 +399,19 @@ class ASRStreamClient:
             yield first
             streak = 0  # reconnects since the last new final
             failures = 0  # server-reported failures since the last new final
+            said = False  # a final with text was yielded: later ones continue it
+            resumed = False
             while True:
                 ending = _Ending()
-                messages = self._converse(ws, feed, ending, timings, absorb_cut=resume)
+                messages = self._converse(
+                    ws, feed, ending, timings, absorb_cut=resume, continues=resumed and said
+                )
                 async with contextlib.aclosing(messages):
                     async for msg in messages:
                         if isinstance(msg, Transcript) and msg.is_final:
                             kept.confirm(msg.end)
                             streak = failures = 0
+                            said = said or bool(msg.text)
                         yield msg
                 if feed.failure is not None:
                     raise feed.failure
@@ -422,6 +427,7 @@ class ASRStreamClient:
                 ws, first, streak = await self._resume(
                     message, kept, policy, ending.describe(), streak, on_resume, timings
                 )
+                resumed = True
                 yield first
         finally:
             await feed.close()
@@ -469,12 +475,23 @@ class ASRStreamClient:
         timings: StreamResult | None,
         *,
         absorb_cut: bool,
+        continues: bool,
     ) -> AsyncGenerator[ServerMessage, None]:
-        """One connection after its ``metadata``: send the audio, yield what comes back."""
+        """One connection after its ``metadata``: send the audio, yield what comes back.
+
+        ``continues``: the connection resumes a transcript that has text. The server
+        strips the leading space of a session's first final; here it is not the
+        stream's first, so it gets its separating space back (STREAMING.md: the
+        finals concatenated are the transcript).
+        """
         sender = asyncio.create_task(feed.send(ws, feed.kept.resume_point().audio))
         try:
             async for raw in ws:
                 msg = parse_server_message(raw)
+                if isinstance(msg, Transcript) and msg.is_final and continues:
+                    continues = False
+                    if msg.text and not msg.text[0].isspace():
+                        msg = msg.model_copy(update={"text": " " + msg.text})
                 ending.last = msg
                 if isinstance(msg, ErrorMessage):
                     ending.last_error = msg

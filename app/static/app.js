@@ -8,6 +8,19 @@ const FRAME_SAMPLES = 1600; // 100 ms at 16 kHz
 const WORKLET_URL = "/static/pcm-worklet.js";
 const STREAM_PATH = "/ws/asr-stream";
 
+// Resuming a dropped stream (STREAMING.md, "Resuming a stream"; the Python client's
+// clients/resume.py does the same): keep the PCM sent after the `end` of the last
+// final, and when the connection ends without `complete`, reconnect with
+// stream_offset_sec = that end, resend it, then go on with the microphone.
+const KEEP_SAMPLES = 60 * TARGET_RATE; // the server's 25 s buffer cap + 30 s queue, rounded up
+const MAX_ATTEMPTS = 5; // reconnects in a row without a new final
+const FIRST_DELAY_MS = 250; // doubles each attempt, jittered down to half, at most 8 s
+const MAX_DELAY_MS = 8000;
+const NODE_ERRORS = new Set(["shutting_down", "server_full", "google_quota_exceeded"]);
+const REFUSING_CLOSES = new Set([1002, 1003, 1007, 1008, 1009, 1010]);
+// Notices that belong to a drain's cut: the audio they name is kept and resent.
+const CUT_NOTICES = new Set(["shutting_down", "audio_after_stop", "already_stopped"]);
+
 const $ = (id) => document.getElementById(id);
 const ui = {
   start: $("start"),
@@ -29,7 +42,7 @@ function streamUrl() {
   return `${scheme}//${location.host}${STREAM_PATH}`;
 }
 
-// idle, connecting, streaming, finishing, done, error
+// idle, connecting, streaming, reconnecting, finishing, done, error
 function setStatus(state, detail) {
   ui.status.dataset.state = state;
   ui.status.textContent = detail ? `${state}: ${detail}` : state;
@@ -108,9 +121,21 @@ async function start() {
     stopping: false,
     opened: false,
     stopSent: false,
+    flushed: false, // the worklet handed over its last frame: `stop` follows the audio
     completed: false,
     finished: false,
     lastError: null,
+    // Resume bookkeeping, in samples of the whole stream (all connections).
+    kept: [], // Int16Array frames after the last final's end
+    keptStart: 0, // stream sample of kept[0]
+    sentSamples: 0, // stream samples recorded so far
+    confirmed: 0, // stream sample of the last final's end
+    started: false, // a session started (metadata came): from then on, cuts are resumed
+    live: false, // this connection may take live frames (its kept audio went first)
+    draining: false, // this connection's node sent `shutting_down`
+    attempt: 0, // reconnects since the last new final
+    resumed: false, // this connection continues a transcript
+    separate: false, // its first final needs its separating space back
   };
   session = s;
   try {
@@ -149,47 +174,149 @@ async function start() {
   });
   s.node.port.onmessage = ({ data }) => {
     if (data === "flushed") {
+      s.flushed = true;
       sendStop(s);
-    } else if (!s.stopSent && s.ws.readyState === WebSocket.OPEN) {
-      s.ws.send(data); // ArrayBuffer: a binary frame of Int16 little-endian PCM
+    } else if (!s.stopSent) {
+      keep(s, data); // kept first: a frame lost with the connection is resent
+      // ArrayBuffer: a binary frame of Int16 little-endian PCM
+      if (s.live && s.ws.readyState === WebSocket.OPEN) s.ws.send(data);
     }
   };
   for (const track of s.media.getAudioTracks()) track.onended = () => stop();
+  connect(s, 0);
+}
 
+function connect(s, offsetSamples) {
   const key = ui.apiKey.value.trim();
   // Browsers cannot set headers on a WebSocket: the key goes as a subprotocol.
-  s.ws = key ? new WebSocket(streamUrl(), ["bearer", key]) : new WebSocket(streamUrl());
-  s.ws.binaryType = "arraybuffer";
-  s.ws.onopen = () => {
+  const ws = key ? new WebSocket(streamUrl(), ["bearer", key]) : new WebSocket(streamUrl());
+  s.ws = ws;
+  s.opened = false;
+  s.live = false;
+  s.stopSent = false; // per connection: a resumed one sends `stop` again after its audio
+  s.draining = false;
+  s.lastError = null;
+  ws.binaryType = "arraybuffer";
+  ws.onopen = () => {
     s.opened = true;
-    s.ws.send(JSON.stringify(streamConfig()));
+    const config = streamConfig();
+    if (s.resumed) config.stream_offset_sec = offsetSamples / TARGET_RATE;
+    ws.send(JSON.stringify(config));
     // Audio may follow the config at once; the server reads it once the engine is ready.
-    s.source.connect(s.node);
+    // A resumed stream first resends what no final covers yet (as fast as it goes: it
+    // is backlog), then the microphone goes on where it is.
+    for (const frame of s.kept) ws.send(frame);
+    s.live = true;
+    if (s.flushed) sendStop(s);
+    if (!s.resumed) s.source.connect(s.node);
   };
-  s.ws.onmessage = (event) => onMessage(s, JSON.parse(event.data));
-  s.ws.onclose = (event) => onClose(s, event);
+  ws.onmessage = (event) => {
+    if (s.ws === ws) onMessage(s, JSON.parse(event.data));
+  };
+  ws.onclose = (event) => {
+    if (s.ws === ws) onClose(s, event);
+  };
+}
+
+// A frame of the stream: kept until a final covers it, at most KEEP_SAMPLES.
+function keep(s, buffer) {
+  const frame = new Int16Array(buffer);
+  s.kept.push(frame);
+  s.sentSamples += frame.length;
+  let kept = s.sentSamples - s.keptStart;
+  while (kept > KEEP_SAMPLES && s.kept.length > 1) {
+    const dropped = s.kept.shift(); // past the bound: the oldest goes (named on a resume)
+    s.keptStart += dropped.length;
+    kept -= dropped.length;
+  }
+}
+
+// A final ending at `end` seconds of stream time: its audio is never resent.
+function confirm(s, end) {
+  const upto = Math.min(Math.round(end * TARGET_RATE), s.sentSamples);
+  if (upto <= s.confirmed) return;
+  s.confirmed = upto;
+  while (s.kept.length && s.keptStart < upto) {
+    const head = s.kept[0];
+    const covered = upto - s.keptStart;
+    if (covered >= head.length) {
+      s.kept.shift();
+      s.keptStart += head.length;
+    } else {
+      s.kept[0] = head.slice(covered);
+      s.keptStart = upto;
+    }
+  }
+  if (!s.kept.length) s.keptStart = Math.max(s.keptStart, upto);
+}
+
+// Why this connection ended, or null when the stream must not be resumed.
+function cutReason(s, event) {
+  const code = s.lastError && !s.draining ? s.lastError.code : null;
+  if (s.draining) return `node draining (${event.code}, shutting_down)`;
+  if (!s.opened) return "cannot connect"; // a refused handshake (a 503) looks the same
+  if (code && NODE_ERRORS.has(code)) return `server busy (${event.code}, ${code})`;
+  if (code || REFUSING_CLOSES.has(event.code)) return null; // refused: resending will not help
+  return event.code === 1006 ? "connection lost (1006)" : `closed (${event.code})`;
+}
+
+function resume(s, reason) {
+  s.attempt += 1;
+  const seconds = (s.keptStart / TARGET_RATE).toFixed(2);
+  if (s.attempt > MAX_ATTEMPTS) {
+    finish(s, "error", `gave up resuming after ${MAX_ATTEMPTS} reconnects (the last: ${reason}); ` +
+      `the transcript covers the audio up to ${(s.confirmed / TARGET_RATE).toFixed(2)} s.`);
+    return;
+  }
+  let note = "";
+  if (s.keptStart > s.confirmed) {
+    const from = (s.confirmed / TARGET_RATE).toFixed(2);
+    note = ` (audio ${from}–${seconds} s was not kept: words there are lost)`;
+    s.confirmed = s.keptStart; // said once
+  }
+  const step = Math.min(MAX_DELAY_MS, FIRST_DELAY_MS * 2 ** (s.attempt - 1));
+  const delay = step * (0.5 + 0.5 * Math.random());
+  setStatus("reconnecting", `${reason}; resuming at ${seconds} s, attempt ${s.attempt}/${MAX_ATTEMPTS}${note}`);
+  ui.interim.textContent = ""; // void: the new connection hears that audio again
+  setTimeout(() => {
+    if (s.finished) return;
+    s.resumed = true;
+    s.separate = ui.transcript.textContent.length > 0;
+    connect(s, s.keptStart);
+  }, delay);
 }
 
 function onMessage(s, msg) {
   switch (msg.type) {
     case "metadata":
+      s.started = true;
       if (!s.stopping) setStatus("streaming", `${msg.backend} ${msg.model}, ${msg.language_code}`);
+      else setStatus("finishing");
       break;
     case "transcript":
       if (msg.is_final) {
-        // Finals concatenate as sent: each later one carries its leading space.
-        ui.transcript.textContent += msg.text;
+        confirm(s, msg.end);
+        s.attempt = 0; // progress: the reconnect budget starts over
+        let text = msg.text;
+        // Finals concatenate as sent: each later one carries its leading space. A
+        // resumed session's first final is its own first (no space) but not the stream's.
+        if (s.separate && text && !/^\s/.test(text)) text = " " + text;
+        s.separate = false;
+        ui.transcript.textContent += text;
         ui.interim.textContent = "";
       } else {
         ui.interim.textContent = msg.text; // replaces the previous interim
       }
       break;
     case "error":
+      if (msg.code === "shutting_down" && s.started) s.draining = true;
+      if (s.draining && CUT_NOTICES.has(msg.code)) break; // the node's end, not the stream's
       // A fatal error is followed by a close, which reports it; a non-fatal one is shown now.
       s.lastError = msg;
       if (!s.stopping) setStatus("streaming", `warning: ${msg.detail}`);
       break;
     case "complete":
+      if (s.draining) break; // a drained node's: the stream goes on elsewhere
       s.completed = true;
       ui.interim.textContent = "";
       break;
@@ -197,7 +324,12 @@ function onMessage(s, msg) {
 }
 
 function onClose(s, event) {
-  if (s.completed) {
+  if (s.finished) return;
+  // Once a session has started, a connection that ends without `complete` is resumed.
+  const reason = !s.completed && s.started ? cutReason(s, event) : null;
+  if (reason) {
+    resume(s, reason);
+  } else if (s.completed) {
     finish(s, "done");
   } else if (s.lastError && event.code === 1013) {
     finish(s, "error", `busy: ${s.lastError.detail} (${s.lastError.code})`);
@@ -231,7 +363,7 @@ async function explainRefusal(s) {
 }
 
 function sendStop(s) {
-  if (s.stopSent || !s.ws || s.ws.readyState !== WebSocket.OPEN) return;
+  if (s.stopSent || !s.live || !s.ws || s.ws.readyState !== WebSocket.OPEN) return;
   s.stopSent = true;
   s.ws.send(JSON.stringify({ type: "stop" }));
 }
@@ -244,6 +376,12 @@ function stop() {
   ui.stop.disabled = true;
   if (s.source) s.source.disconnect();
   if (s.media) for (const track of s.media.getTracks()) track.stop();
+  if (s.started && s.ws && s.ws.readyState !== WebSocket.OPEN) {
+    // Reconnecting: the last frame and `stop` go once the stream is resumed.
+    setStatus("finishing");
+    s.node.port.postMessage("flush");
+    return;
+  }
   if (!s.ws || s.ws.readyState !== WebSocket.OPEN) {
     // Nothing was streamed yet: just give up the connection attempt.
     if (s.ws) s.ws.close();
