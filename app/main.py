@@ -48,7 +48,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     endpoint = SessionCore(settings, registry)
     admission = endpoint.admission
     readiness = Readiness(settings)
-    webrtc = WebRTCDoor(endpoint)  # aiortc is imported only when an offer arrives
+    # aiortc is imported only when an offer arrives.
+    webrtc = WebRTCDoor(endpoint, ice_servers=settings.webrtc_ice_servers)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     deepgram_model_map: str = ""
     deepgram_idle_timeout_sec: float = Field(default=10.0, gt=0.0)
 
+    # WebRTC door (POST /webrtc/offer, extra "webrtc"): STUN/TURN servers for the server's
+    # ICE candidates, as JSON RTCIceServer objects. Empty: host candidates only.
+    webrtc_ice_servers: list[dict[str, str | list[str]]] = Field(default_factory=list)
+
     # Auth (off while API_KEYS is empty) and browser origins (any while empty).
     # Both are comma-separated lists.
     api_keys: str = ""

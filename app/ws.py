@@ -62,7 +62,9 @@ class TranscriptFormatter:
         text = span.text if self.plan.punctuation else strip_punctuation(span.text)
         if not is_final:
             text = text.strip()
-        elif self._finals == 0:
+        elif self._finals == 0 and not self.plan.stream_offset_sec:
+            # The first final of a stream; a resumed stream's first final goes on
+            # from the finals of the connection before, space and all.
             text = text.lstrip()
         elif text and not text[0].isspace():
             text = " " + text  # finals concatenated in order are the transcript

@@ -479,10 +479,11 @@ class ASRStreamClient:
     ) -> AsyncGenerator[ServerMessage, None]:
         """One connection after its ``metadata``: send the audio, yield what comes back.
 
-        ``continues``: the connection resumes a transcript that has text. The server
-        strips the leading space of a session's first final; here it is not the
-        stream's first, so it gets its separating space back (STREAMING.md: the
-        finals concatenated are the transcript).
+        ``continues``: the connection resumes a transcript that has text. A server
+        keeps the separating space of a resumed session's first final (its
+        ``stream_offset_sec`` is above 0); one that strips it, as servers before
+        that did, gets the space back here (STREAMING.md: the finals concatenated
+        are the transcript).
         """
         sender = asyncio.create_task(feed.send(ws, feed.kept.resume_point().audio))
         try:

@@ -298,8 +298,8 @@ function onMessage(s, msg) {
         confirm(s, msg.end);
         s.attempt = 0; // progress: the reconnect budget starts over
         let text = msg.text;
-        // Finals concatenate as sent: each later one carries its leading space. A
-        // resumed session's first final is its own first (no space) but not the stream's.
+        // Finals concatenate as sent: each later one carries its leading space, and so
+        // does a resumed session's first (an older server stripped it: put it back).
         if (s.separate && text && !/^\s/.test(text)) text = " " + text;
         s.separate = false;
         ui.transcript.textContent += text;

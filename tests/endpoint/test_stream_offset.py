@@ -23,7 +23,9 @@ def test_every_time_continues_from_the_offset(client: TestClient) -> None:
     assert (finals[0]["start"], finals[0]["end"]) == (100.25, 100.75)
     assert finals[0]["words"][0] == {"word": "w0", "start": 100.25, "end": 100.75}
     assert all(m["start"] >= 100.25 for m in messages if m["type"] == "transcript")
-    assert "".join(m["text"] for m in finals) == "w0 w1 end32000"  # the text is unchanged
+    # The text is unchanged, and the first final keeps its separating space: it goes on
+    # from the finals of the connection before.
+    assert "".join(m["text"] for m in finals) == " w0 w1 end32000"
 
 
 def test_an_integer_offset_is_taken_and_zero_changes_nothing(client: TestClient) -> None:
