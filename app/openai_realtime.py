@@ -547,10 +547,9 @@ class OpenAIRealtime:
         self.settings = SessionSettings()
         self._query_model = websocket.query_params.get("model")
         self._pending: deque[Any] = deque()  # client events read before the session started
-        self._update_reply: str | None = None  # the first update's event id, answered at start
+        self._answer_update = False  # the first update is answered once the session started
         self._send_lock = asyncio.Lock()
         self._punctuation = True
-        self._started = False
         self._engine_model = ""  # what the session runs (from the core's plan)
         self._engine_language: str | None = None
         # Turns.
@@ -627,7 +626,7 @@ class OpenAIRealtime:
                 except RealtimeEventError as exc:
                     await self._send_json(error_event(exc))
                     continue
-                self._update_reply = event_id or ""
+                self._answer_update = True
                 return self._stream_config()
             self._pending.append(event)
             return self._stream_config()
@@ -641,16 +640,15 @@ class OpenAIRealtime:
 
     async def send(self, event: Outbound) -> None:
         if isinstance(event, Started):
-            self._started = True
             self._punctuation = event.plan.punctuation
             self._engine_model = event.plan.request.model
             self._engine_language = event.plan.request.language
             logger.info(
                 "[%s] OpenAI realtime (%s) session %s", event.session_id, self.mode, self.session_id
             )
-            if self._update_reply is not None:
-                await self._send_updated(self._update_reply or None)
-                self._update_reply = None
+            if self._answer_update:
+                self._answer_update = False
+                await self._send_updated()
         elif isinstance(event, TranscriptEvent):
             self._last_engine_event = asyncio.get_running_loop().time()
             if event.is_final:
@@ -826,7 +824,7 @@ class OpenAIRealtime:
                 event_id=event_id,
             )
         self.settings = settings
-        await self._send_updated(event_id)
+        await self._send_updated()
 
     def _parse_update(self, event: dict[str, Any], event_id: str | None) -> SessionSettings:
         _only(event, {"session"}, event_id)
@@ -1062,7 +1060,7 @@ class OpenAIRealtime:
                 }
             )
 
-    async def _send_updated(self, event_id: str | None) -> None:
+    async def _send_updated(self) -> None:
         updated = "session.updated" if self.mode == "ga" else "transcription_session.updated"
         await self._send_json({"type": updated, "session": self._session_json()})
 
