@@ -16,6 +16,10 @@ from tests.support.commands import AUDIO
 
 pytestmark = pytest.mark.e2e
 
+# Words at the end of a buffer a second window may add that one window leaves to the
+# next pass: about a second of speech.
+MAX_TAIL_WORDS = 3
+
 
 def _pass(asr: backend.FasterWhisperASR, audio: Any, *, one_window: bool) -> tuple[list[str], int]:
     """The words of one pass, and how many times it ran the encoder."""
@@ -46,8 +50,10 @@ def test_a_pass_keeps_the_segment_whisper_left_unfinished_instead_of_a_second_wi
     speech = engine_audio(AUDIO / "en_long_16k.wav")
     # Buffers of growing length until one where Whisper leaves its last segment
     # unfinished and faster-whisper's own loop decodes it again in a second window.
-    for seconds in (12.5, 14.5, 16.5, 18.5, 20.5):
-        audio = speech[: int(seconds * 16_000)]
+    # Which lengths do depends on the GEMM backend (13.5 s under both MKL and oneDNN,
+    # 14.5 s under oneDNN only), hence the fine steps.
+    for tenths in range(125, 210, 5):
+        audio = speech[: tenths * 1_600]
         whisper_words, whisper_encodes = _pass(asr, audio, one_window=False)
         if whisper_encodes > 1:
             break
@@ -55,7 +61,12 @@ def test_a_pass_keeps_the_segment_whisper_left_unfinished_instead_of_a_second_wi
     words, encodes = _pass(asr, audio, one_window=True)
     assert encodes == 1
     assert words[:4] == ["good", "morning", "everyone", "and"]
-    assert words == whisper_words  # the same words, read once
+    # The same words, read once: everything the first window heard is kept. The second
+    # window may add a few words at the very end of the buffer (oneDNN at 13.5 s: "the
+    # first step", where the clip says "the first item is"), which the next pass hears
+    # again with more audio; under MKL at 13.5 s and oneDNN at 14.5 s they are equal.
+    assert words == whisper_words[: len(words)], (words, whisper_words)
+    assert len(whisper_words) - len(words) <= MAX_TAIL_WORDS, (words, whisper_words)
 
 
 def test_a_pass_scores_only_the_new_audio_for_faster_whispers_vad_filter() -> None:
