@@ -563,6 +563,7 @@ class OpenAIRealtime:
         self._final_begins = False  # the next text piece opens a final
         self._audio_sec = 0.0  # stream time: seconds of audio the client appended
         self._boundary_sec = 0.0  # stream time of the last commit, clear or VAD stop
+        self._client_ended_at = 0.0  # stream time of the last commit or clear
 
     @property
     def update_type(self) -> str:
@@ -794,7 +795,7 @@ class OpenAIRealtime:
             )
         # Audio after a turn that voice activity ended has no item yet: it gets one now.
         item = self._item or Item(_id("item"), self._boundary_sec)
-        self._boundary_sec = item.audio_end_sec = self._audio_sec
+        self._boundary_sec = self._client_ended_at = item.audio_end_sec = self._audio_sec
         self._item = None
         await self._commit(item)
         self._ending(Ending(item, self._audio_sec, "commit", 0.0))
@@ -804,7 +805,7 @@ class OpenAIRealtime:
         """OpenAI drops uncommitted audio; here it was heard already, so its text is dropped."""
         _only(event, set(), event_id)
         item, self._item = self._item, None
-        self._boundary_sec = self._audio_sec
+        self._boundary_sec = self._client_ended_at = self._audio_sec
         await self._send_json({"type": "input_audio_buffer.cleared", "event_id": _id("event")})
         if item is None:
             return Control("keepalive")
@@ -950,7 +951,9 @@ class OpenAIRealtime:
         # Voice activity about audio after a commit: the core flushed that commit.
         while self._endings and self._endings[0].kind != "pause" and event.at > self._endings[0].at:
             await self._ended(self._endings.popleft())
-        if not self.settings.server_vad:
+        if not self.settings.server_vad or event.at < self._client_ended_at:
+            # (Voice activity the engine reports late, about audio a commit or a clear
+            # already ended, makes no turn of its own.)
             return
         item = self._item
         if event.kind == "started":

@@ -31,7 +31,7 @@ from app.cpu_info import compute_info
 from bench.server import running_server
 from bench.stream_latency import normalize, word_error_rate
 from tests.openai_realtime.conftest import KEY, RATE, session, update
-from tests.openai_realtime.test_transcripts import clip_24k
+from tests.openai_realtime.test_transcripts import clip_24k, our_commit, spoken_turns_completed
 
 FRAME_SEC = 0.1
 DELTA = "conversation.item.input_audio_transcription.delta"
@@ -91,13 +91,14 @@ async def openai(base: str, pcm: bytes) -> dict[str, Any]:
             await conn.input_audio_buffer.append(audio=_b64(chunk))
 
         await paced(send, pcm, t0)
+        before = len(reader.events)
         await conn.input_audio_buffer.commit()
 
-        def settled() -> bool:  # every turn committed, and every turn with text, completed
+        def settled() -> bool:
+            """Our commit's turn, and every turn with text, completed."""
+            ours = our_commit(reader, before)
             done = {e["item_id"] for e in reader.of(COMPLETED)}
-            committed = {e["item_id"] for e in reader.of("input_audio_buffer.committed")}
-            spoken = {e["item_id"] for e in reader.of(DELTA)}
-            return bool(committed) and committed <= done and spoken <= done
+            return ours in done and spoken_turns_completed(reader)
 
         await reader.wait_for(lambda _: settled(), within=120.0)
         deltas = [

@@ -76,6 +76,21 @@ async def paced(conn: object, audio: bytes) -> None:
         await append(conn, audio[i : i + step], chunk_ms=int(FRAME_SEC * 1000))
 
 
+def our_commit(reader: Reader, since: int) -> str | None:
+    """The item of the client's commit: the first ``committed`` after ``since`` that
+    voice activity did not make (those follow their ``speech_stopped``)."""
+    stopped = {e["item_id"] for e in reader.of("input_audio_buffer.speech_stopped")}
+    for event in reader.events[since:]:
+        if event["type"] == "input_audio_buffer.committed" and event["item_id"] not in stopped:
+            return str(event["item_id"])
+    return None
+
+
+def spoken_turns_completed(reader: Reader) -> bool:
+    done = {e["item_id"] for e in reader.of(COMPLETED)}
+    return {e["item_id"] for e in reader.of(DELTA)} <= done
+
+
 def check_turns(reader: Reader) -> str:
     """Each turn's deltas come before its completed and join into its transcript; the
     turns' transcripts in order are the whole transcript."""
@@ -103,14 +118,16 @@ async def test_real_speech(model_base: str, mode: Mode, name: str) -> None:
         await paced(conn, audio)
         if vad:
             await paced(conn, pcm(1.0, value=0))  # the pause that ends the last turn
+        before = len(reader.events)
         await conn.input_audio_buffer.commit()
+        # Our commit's turn completed (turns voice activity ends may come in between),
+        # and every turn with text.
+        await reader.wait_for(lambda _: our_commit(reader, before) is not None)
+        ours = our_commit(reader, before)
         await reader.wait_for(
-            lambda e: (
-                e["type"] == COMPLETED
-                and e["item_id"] == reader.of("input_audio_buffer.committed")[-1]["item_id"]
-            ),
-            within=30.0,
+            lambda e: e["type"] == COMPLETED and e["item_id"] == ours, within=60.0
         )
+        await reader.wait_for(lambda _: spoken_turns_completed(reader), within=60.0)
         transcript = check_turns(reader)
         # (A turn may have no words: voice activity heard a breath. Its transcript is "".)
         assert any(c["transcript"] for c in reader.of(COMPLETED)), reader.types()
