@@ -61,8 +61,9 @@ def doubled_phrases(reference: str, hypothesis: str, longest: int = 8) -> list[s
 
     Phrases of up to ``longest`` words the hypothesis says twice in a row where the
     reference does not ("to be to be"), and two-word phrases it says more often
-    than the reference, at least twice (a doubled final the second pass heard a
-    little differently: "leisure to consider sure to consider").
+    than the reference, at least twice and again within ``longest`` words (a
+    doubled final the second pass heard a little differently: "leisure to
+    consider sure to consider").
     """
     said, meant = normalize(hypothesis).split(), normalize(reference).split()
     padded = f" {' '.join(meant)} "
@@ -76,8 +77,17 @@ def doubled_phrases(reference: str, hypothesis: str, longest: int = 8) -> list[s
     def pairs(words: list[str]) -> Counter[str]:
         return Counter(f"{a} {b}" for a, b in itertools.pairwise(words))
 
-    said_pairs, meant_pairs = pairs(said), pairs(meant)
-    found |= {p for p, count in said_pairs.items() if count > max(1, meant_pairs[p])}
+    # A doubled final says its pair again within a few words; a pair said again far
+    # off is a misheard word ("contracted to thine own" heard "to thy", a sonnet line
+    # that says "to thy sweet self" later), which WER counts, not a doubling.
+    where: dict[str, list[int]] = {}
+    for i, (a, b) in enumerate(itertools.pairwise(said)):
+        where.setdefault(f"{a} {b}", []).append(i)
+    meant_pairs = pairs(meant)
+    for pair, starts in where.items():
+        close = any(later - earlier <= longest for earlier, later in itertools.pairwise(starts))
+        if close and len(starts) > max(1, meant_pairs[pair]):
+            found.add(pair)
     return sorted(found)
 
 
