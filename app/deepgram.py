@@ -35,11 +35,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from starlette.datastructures import Headers, QueryParams
-from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketState
 
 from app.asr.base import TextSpan, TimedWord
-from app.core import Audio, ClientGone, Control, Inbound, Invalid, Outbound, Started
+from app.core import (
+    Audio,
+    ClientGone,
+    Control,
+    Inbound,
+    Invalid,
+    Outbound,
+    Started,
+    client_address,
+)
 from app.errors import (
     ASRError,
     AuthError,
@@ -55,6 +63,7 @@ from app.messages import StreamConfig
 from app.plan import SessionPlan
 from app.session import CompleteEvent, ErrorEvent, SpeechEvent, TranscriptEvent
 from app.settings import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
+from app.ws import deny
 
 logger = logging.getLogger(__name__)
 
@@ -493,7 +502,7 @@ class DeepgramWebSocket:
 
     @property
     def client(self) -> str:
-        return self.websocket.client.host if self.websocket.client else "unknown"
+        return client_address(self.websocket)
 
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         """HTTP 400/401/403/503 with Deepgram's error body and ``dg-error`` header."""
@@ -504,14 +513,11 @@ class DeepgramWebSocket:
             "request_id": self.request_id,
             "code": error.code,
         }
-        headers = {"dg-request-id": self.request_id, "dg-error": error.detail}
-        if status in (429, 503):
-            headers["Retry-After"] = str(retry_after)
-        response = JSONResponse(body, status_code=status, headers=headers)
-        try:
-            await self.websocket.send_denial_response(response)
-        except RuntimeError:
-            await self.websocket.close(code=int(error.close_code or CloseCode.POLICY_VIOLATION))
+        # A header carries latin-1 only: the detail, escaped to ASCII (an echoed value's cut
+        # mark is "…").
+        ascii_detail = error.detail.encode("ascii", "backslashreplace").decode("ascii")
+        headers = {"dg-request-id": self.request_id, "dg-error": ascii_detail}
+        await deny(self.websocket, error, retry_after, body, headers)
 
     def check_request(self) -> None:
         self.query = parse_listen_query(self.websocket.query_params, self.vendor_models)

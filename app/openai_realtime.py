@@ -48,11 +48,19 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 from starlette.datastructures import Headers, QueryParams
-from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketState
 
 from app.asr.base import TextSpan
-from app.core import Audio, ClientGone, Control, Inbound, Invalid, Outbound, Started
+from app.core import (
+    Audio,
+    ClientGone,
+    Control,
+    Inbound,
+    Invalid,
+    Outbound,
+    Started,
+    client_address,
+)
 from app.errors import (
     ASRError,
     AudioFormatError,
@@ -62,12 +70,11 @@ from app.errors import (
     LimitError,
     ProtocolError,
     echo,
-    http_status,
 )
 from app.languages import is_bcp47, to_whisper_language
 from app.messages import StreamConfig
 from app.session import CompleteEvent, ErrorEvent, SpeechEvent, TranscriptEvent
-from app.ws import strip_punctuation
+from app.ws import deny, strip_punctuation
 
 logger = logging.getLogger(__name__)
 
@@ -581,19 +588,12 @@ class OpenAIRealtime:
 
     @property
     def client(self) -> str:
-        client = self.websocket.client
-        return client.host if client else "unknown"
+        return client_address(self.websocket)
 
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         """HTTP 400/401/403/503 with OpenAI's error body (503 with ``Retry-After``)."""
-        status = http_status(error)
         body = {"error": {k: v for k, v in error_event(error)["error"].items() if k != "event_id"}}
-        headers = {"Retry-After": str(retry_after)} if status == 503 else None
-        response = JSONResponse(body, status_code=status, headers=headers)
-        try:
-            await self.websocket.send_denial_response(response)
-        except RuntimeError:
-            await self.websocket.close(code=int(error.close_code or CloseCode.POLICY_VIOLATION))
+        await deny(self.websocket, error, retry_after, body)
 
     def check_request(self) -> None:
         """Only transcription sessions: a conversation needs a speech-to-speech model."""

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import re
+from collections.abc import Mapping
 
 from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
@@ -90,6 +91,33 @@ class TranscriptFormatter:
         return (word if self.plan.punctuation else strip_punctuation(word)).strip()
 
 
+async def deny(
+    websocket: WebSocket,
+    error: ASRError,
+    retry_after: int,
+    body: Mapping[str, object] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse a WebSocket handshake, for every WebSocket door: the error's HTTP status,
+    a JSON body (the native `error` object unless the door has its own shape), and
+    ``Retry-After`` on a 429 or 503.
+
+    A server without the denial-response extension cannot answer with a status:
+    it closes with the error's own close code after accepting.
+    """
+    status = http_status(error)
+    if body is None:
+        body = ErrorMessage(detail=error.detail, code=error.code).model_dump()
+    all_headers = dict(headers or {})
+    if status in RETRY_LATER_STATUSES:
+        all_headers["Retry-After"] = str(retry_after)
+    response = JSONResponse(dict(body), status_code=status, headers=all_headers)
+    try:
+        await websocket.send_denial_response(response)
+    except RuntimeError:
+        await websocket.close(code=int(error.close_code or CloseCode.POLICY_VIOLATION))
+
+
 def strip_punctuation(text: str) -> str:
     return _PUNCTUATION.sub("", text)
 
@@ -118,19 +146,8 @@ class NativeWebSocket:
         return client_address(self.websocket)
 
     async def refuse(self, error: ASRError, retry_after: int) -> None:
-        """HTTP 401/403/503 with the error as JSON (503 with ``Retry-After``).
-
-        A server without the denial-response extension cannot answer with a status:
-        it closes with the error's own close code after accepting.
-        """
-        status = http_status(error)
-        body = ErrorMessage(detail=error.detail, code=error.code).model_dump()
-        headers = {"Retry-After": str(retry_after)} if status in RETRY_LATER_STATUSES else None
-        response = JSONResponse(body, status_code=status, headers=headers)
-        try:
-            await self.websocket.send_denial_response(response)
-        except RuntimeError:
-            await self.websocket.close(code=int(error.close_code or CloseCode.POLICY_VIOLATION))
+        """HTTP 400/401/403/429/503 with the `error` object as JSON."""
+        await deny(self.websocket, error, retry_after)
 
     def check_request(self) -> None:
         """Nothing to check: the config comes after the upgrade."""

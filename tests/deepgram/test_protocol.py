@@ -206,6 +206,9 @@ BAD_QUERIES = [
     (BASE_QUERY + "&callback=https://example.com", "unsupported_parameter"),
     (BASE_QUERY + "&sample_rate=8000", "invalid_query_parameter"),
     (BASE_QUERY + "&volume=11", "unknown_parameter"),
+    # An echoed value is cut with "…", which no HTTP header may carry as it is.
+    (BASE_QUERY + "&language=" + "x" * 200, "unsupported_language"),
+    (BASE_QUERY + "&interim_results=%C3%A9%E2%80%AE", "invalid_query_parameter"),
 ]
 
 
