@@ -13,7 +13,9 @@ Two moments, because the engine a session wants is only known from its config:
    in ``asr_admission_refused_total{stage="config"}``.
 
 Pools: ``local`` engines run passes on this machine's cores and are limited by
-the measured capacity (`app.capacity`); ``remote`` engines (Google) cost little
+the measured capacity (`app.capacity`), and refused outright while half or more
+of the running local streams (two at least) are behind, whatever the estimate
+says; ``remote`` engines (Google) cost little
 CPU here and are limited only by ``MAX_SESSIONS``, which bounds both together.
 Connections still sending their config are not sessions: they take no slot,
 and have their own bound (``MAX_PENDING_CONNECTIONS``).
@@ -61,6 +63,9 @@ class Admission:
         self.pending_by: Counter[str] = Counter()  # the same, per client address
         self.active_by: Counter[str] = Counter()  # sessions per client address
         self.draining = False
+        # Whether the local engines are behind on their streams now (the core says, from
+        # its sessions' backlogs): the live check beside the measured capacity.
+        self.behind: Callable[[], bool] = lambda: False
         # Told of each refusal: (stage "handshake" or "config", error code), for metrics.
         self.on_refusal: Callable[[str, str], None] | None = None
 
@@ -167,6 +172,14 @@ class Admission:
                 Overloaded(
                     f"The server is serving its maximum of {self.settings.max_sessions} "
                     f"sessions; try again in {self.retry_after} s."
+                ),
+            )
+        if pool is Pool.LOCAL and self.settings.admission_control and self.behind():
+            self._refuse(
+                stage,
+                Overloaded(
+                    "The server's local engines are behind on the streams they serve; "
+                    f"try again in {self.retry_after} s."
                 ),
             )
         capacity = self.capacity(pool)

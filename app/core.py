@@ -74,6 +74,9 @@ WATCHDOG_PERIOD_SEC = 1.0
 # The reader stops reading a client while this many events wait for the writer (a
 # client that floods bad messages and never reads made memory grow without bound).
 MAX_UNSENT_EVENTS = 256
+# A local stream with more audio than this waiting for the engine is behind (the lag
+# goal is 3 s): when half the local streams are, admission refuses new ones.
+BEHIND_SEC = 3.0
 
 
 # --------------------------------------------------------------------------- the adapter's side
@@ -178,6 +181,7 @@ class Stream:
     session: StreamingSession
     plan: SessionPlan
     framer: PcmFramer
+    pool: Pool = Pool.LOCAL
     stopped: bool = False
     close_code: CloseCode = CloseCode.NORMAL  # after `complete`
     end_reason: str | None = None  # the code of a limit or shutdown that ended the stream
@@ -225,6 +229,7 @@ class SessionCore:
             override=settings.local_capacity or None,
         )
         self.admission = Admission(settings, CapacityEstimate(policy))
+        self.admission.behind = self.local_streams_behind
         self.metrics.watch_admission(self.admission)
 
     @property
@@ -235,6 +240,14 @@ class SessionCore:
     @property
     def draining(self) -> bool:
         return self.admission.draining
+
+    def local_streams_behind(self) -> bool:
+        """Half or more of the local-engine streams (two at least) have over `BEHIND_SEC`
+        of audio waiting for the engine: it does not keep up, whatever the estimate
+        says. One stream behind is a client sending faster than real time."""
+        local = [s for s in self.streams.values() if s.pool is Pool.LOCAL and not s.stopped]
+        behind = sum(s.session.handoff.queued_seconds > BEHIND_SEC for s in local)
+        return behind >= 2 and 2 * behind >= len(local)
 
     @property
     def default_pool(self) -> Pool:
@@ -286,7 +299,8 @@ class SessionCore:
                 plan.language_code,
                 plan.sample_rate_hertz,
             )
-            stream = Stream(session, plan, PcmFramer(plan.sample_rate_hertz), figures=figures)
+            framer = PcmFramer(plan.sample_rate_hertz)
+            stream = Stream(session, plan, framer, pool=wanted, figures=figures)
             self.streams[session_id] = stream
             self._no_streams.clear()
             outcome = await self._stream(transport, stream)

@@ -147,3 +147,14 @@ def test_one_client_fills_its_own_allowance_not_the_node() -> None:
     for _ in range(2):
         node.release(Pool.LOCAL, flood)
     assert not node.pending_by and not node.active_by  # nothing kept for gone clients
+
+
+def test_local_engines_behind_refuse_whatever_the_estimate() -> None:
+    node = admission(10)
+    node.behind = lambda: True
+    with pytest.raises(Overloaded) as refused:
+        node.check_door(Pool.LOCAL, C)
+    assert "behind" in refused.value.detail
+    node.check_door(Pool.REMOTE, C)  # Google's streams do not wait for local cores
+    node.settings.admission_control = False
+    node.check_door(Pool.LOCAL, C)  # with admission off, only MAX_SESSIONS counts
