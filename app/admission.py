@@ -15,7 +15,7 @@ Two moments, because the engine a session wants is only known from its config:
 Pools: ``local`` engines run passes on this machine's cores and are limited by
 the measured capacity (`app.capacity`), and refused outright while half or more
 of the running local streams (two at least) are behind, whatever the estimate
-says; ``remote`` engines (Google) cost little
+says (unless ``LOCAL_CAPACITY`` fixes the figure: the operator's word wins); ``remote`` engines (Google) cost little
 CPU here and are limited only by ``MAX_SESSIONS``, which bounds both together.
 Connections still sending their config are not sessions: they take no slot,
 and have their own bound (``MAX_PENDING_CONNECTIONS``).
@@ -174,7 +174,8 @@ class Admission:
                     f"sessions; try again in {self.retry_after} s."
                 ),
             )
-        if pool is Pool.LOCAL and self.settings.admission_control and self.behind():
+        measured = self.settings.admission_control and not self.settings.local_capacity
+        if pool is Pool.LOCAL and measured and self.behind():
             self._refuse(
                 stage,
                 Overloaded(

@@ -150,7 +150,8 @@ def test_one_client_fills_its_own_allowance_not_the_node() -> None:
 
 
 def test_local_engines_behind_refuse_whatever_the_estimate() -> None:
-    node = admission(10)
+    s = settings(max_sessions=10)
+    node = Admission(s, CapacityEstimate(CapacityPolicy(workers=2, ceiling=10), prior_cost=0.1))
     node.behind = lambda: True
     with pytest.raises(Overloaded) as refused:
         node.check_door(Pool.LOCAL, C)
@@ -158,3 +159,6 @@ def test_local_engines_behind_refuse_whatever_the_estimate() -> None:
     node.check_door(Pool.REMOTE, C)  # Google's streams do not wait for local cores
     node.settings.admission_control = False
     node.check_door(Pool.LOCAL, C)  # with admission off, only MAX_SESSIONS counts
+    fixed = admission(4)  # LOCAL_CAPACITY: the operator's figure, not the live check
+    fixed.behind = lambda: True
+    fixed.check_door(Pool.LOCAL, C)
