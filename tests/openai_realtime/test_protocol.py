@@ -303,6 +303,12 @@ async def test_keys(scripted_base: str, mode: Mode) -> None:
     body = json.loads(refused.value.response.body or b"{}")
     assert body["error"]["type"] == "invalid_request_error"
     assert body["error"]["code"] == "unauthorized"
+    # No key at all (the SDK always sends one; a hand-written client may not).
+    ws_url = scripted_base.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+    with pytest.raises(websockets.InvalidStatus) as bare:
+        async with websockets.connect(ws_url):
+            pass
+    assert bare.value.response.status_code == 401
     async with session(scripted_base, mode, key=KEY) as (_, reader):
         await reader.wait_type(created_type(mode))
 
