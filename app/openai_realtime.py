@@ -899,7 +899,8 @@ class OpenAIRealtime:
         final a commit's flush made) completes that turn."""
         flushed = event.cause in ("finalize", "end")
         self._final_begins = True
-        texts: list[tuple[Item | None, str]] = []  # (turn, its text), in order
+        texts: list[tuple[Item | None, str]] = []  # (turn, its text), in order, not sent yet
+        heard: list[Item] = []  # the turns this final has words for
         for at, text in self._words(event.span):
             # A flush's final is the commit's, whatever it heard after (the core flushes
             # all the audio it has): only turns voice activity ended go by time.
@@ -918,6 +919,8 @@ class OpenAIRealtime:
                 texts[-1] = (target, texts[-1][1] + text)
             else:
                 texts.append((target, text))
+            if target is not None and target not in heard:
+                heard.append(target)
         await self._flush_texts(texts)
         if event.cause == "finalize":
             # The commit it answers is complete, and every turn that ended before it.
@@ -926,9 +929,8 @@ class OpenAIRealtime:
                 await self._ended(ending)
                 if ending.kind != "pause":
                     break
-        for target, _ in texts:
-            if target is not None:
-                target.last_cause = event.cause
+        for target in heard:
+            target.last_cause = event.cause
 
     async def _flush_texts(self, texts: list[tuple[Item | None, str]]) -> None:
         for target, text in texts:

@@ -148,6 +148,13 @@ async def test_server_vad_turns(scripted_base: str, mode: Mode) -> None:
             kinds = [e["type"] for e in reader.events if e.get("item_id") == item]
             assert kinds[0] == "input_audio_buffer.speech_started"
             assert kinds.index("input_audio_buffer.speech_stopped") < kinds.index(COMPLETED)
+            # The engine made the utterance final at its pause: completed comes at once.
+            when = {
+                e["type"]: at
+                for e, at in zip(reader.events, reader.arrivals, strict=True)
+                if e.get("item_id") == item
+            }
+            assert when[COMPLETED] - when["input_audio_buffer.speech_stopped"] < 0.5
             deltas, completed = turn(reader, item)
             assert "".join(d["delta"] for d in deltas) == completed["transcript"]
         # The scripted engine's words count seconds of audio: each turn has the words its
