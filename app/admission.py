@@ -15,8 +15,9 @@ Two moments, because the engine a session wants is only known from its config:
 Pools: ``local`` engines run passes on this machine's cores and are limited by
 the measured capacity (`app.capacity`), and refused outright while half or more
 of the running local streams (two at least) are behind, whatever the estimate
-says (unless ``LOCAL_CAPACITY`` fixes the figure: the operator's word wins); ``remote`` engines (Google) cost little
-CPU here and are limited only by ``MAX_SESSIONS``, which bounds both together.
+says (unless ``LOCAL_CAPACITY`` fixes the figure: the operator's word wins);
+``remote`` engines (Google) cost little CPU here and are limited only by
+``MAX_SESSIONS``, which bounds both together.
 Connections still sending their config are not sessions: they take no slot,
 and have their own bound (``MAX_PENDING_CONNECTIONS``).
 
