@@ -65,11 +65,32 @@ class RedactTokens(logging.Filter):
         return True
 
 
+class ClientFaultsInOneLine(logging.Filter):
+    """A client's malformed frame is the client's fault: one line, no traceback.
+
+    uvicorn logs a text frame that is not UTF-8 with the decoder's traceback (and,
+    when more frames follow, the transport's: about 2 KB a request); a hostile
+    client repeating it would fill the log. The client gets close 1007 all the same.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, UnicodeDecodeError) or (
+            record.name == "asyncio" and str(record.msg).startswith("Fatal error on transport")
+        ):
+            record.msg = f"{record.getMessage()} ({type(exc).__name__}: a client's bad frame)"
+            record.args = ()
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
 def redact_tokens_in_logs() -> None:
-    redact = RedactTokens()
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+    redact, faults = RedactTokens(), ClientFaultsInOneLine()
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "asyncio"):
         logger_ = logging.getLogger(name)
         logger_.addFilter(redact)
+        logger_.addFilter(faults)
         for handler in logger_.handlers:
             handler.addFilter(redact)
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 
 from app.errors import MAX_DETAIL_CHARS, MAX_ECHO_CHARS, ASRError, echo
-from app.server import RedactTokens, redact_tokens_in_logs
+from app.server import ClientFaultsInOneLine, RedactTokens, redact_tokens_in_logs
 
 
 def test_token_in_a_logged_path_is_redacted(caplog: pytest.LogCaptureFixture) -> None:
@@ -43,3 +44,22 @@ def test_every_error_detail_is_bounded_and_printable_whatever_built_it() -> None
     error = ASRError("bad \n\x1b[2J value " + "y" * 10_000)
     assert error.detail.isprintable() and "\\x1b" in error.detail
     assert len(error.detail) <= MAX_DETAIL_CHARS + len("…(cut)")
+
+
+def test_a_clients_bad_frame_is_one_line_without_a_traceback() -> None:
+    try:
+        b"\xff".decode()
+    except UnicodeDecodeError:
+        record = logging.LogRecord(
+            "uvicorn.error",
+            logging.ERROR,
+            __file__,
+            1,
+            "Invalid UTF-8 sequence.",
+            (),
+            sys.exc_info(),
+        )
+    assert ClientFaultsInOneLine().filter(record)
+    line = logging.Formatter().format(record)
+    assert "Traceback" not in line and line.startswith("Invalid UTF-8 sequence.")
+    assert len(line) < 200
