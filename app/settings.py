@@ -102,8 +102,12 @@ class Settings(BaseSettings):
     max_pending_connections: int = Field(default=64, ge=1)
     # Per client address (the socket's, or X-Forwarded-For from a trusted proxy):
     # connections still sending their config, and sessions (0: no limit). Over: HTTP 429.
-    max_pending_per_client: int = Field(default=8, ge=1)
-    max_sessions_per_client: int = Field(default=16, ge=0)
+    # A gateway (a phone bridge, a voice-agent host) opens dozens of sessions at once from
+    # one address, each pending for milliseconds: 32 lets that burst through, while a
+    # flood of idle connections holds at most 32 for CONFIG_TIMEOUT_SEC. Sessions per
+    # address are off by default for the same reason (and NATs): set it for the public.
+    max_pending_per_client: int = Field(default=32, ge=1)
+    max_sessions_per_client: int = Field(default=0, ge=0)
     # Proxies whose X-Forwarded-For header names the client (comma-separated
     # addresses or networks, e.g. "127.0.0.1,10.0.0.0/8"; "*" any). Empty: trust none.
     trusted_proxies: str = ""

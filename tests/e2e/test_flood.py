@@ -24,8 +24,9 @@ pytestmark = pytest.mark.e2e
 
 FLOOD = 1000
 FLOOD_CONCURRENCY = 100
-PER_CLIENT = 8  # MAX_PENDING_PER_CLIENT's default
+PER_CLIENT = 8  # MAX_PENDING_PER_CLIENT for these servers
 ADMISSION_GOAL_SEC = 1.0
+LIMITS = {**BASE_ENV, "CONFIG_TIMEOUT_SEC": "2", "MAX_PENDING_PER_CLIENT": str(PER_CLIENT)}
 
 
 async def attempt(url: str, host: str, headers: dict[str, str] | None = None) -> str:
@@ -71,7 +72,7 @@ async def flood(url: str, host: str, count: int, **kwargs: object) -> list[str]:
 async def test_a_thousand_idle_connections_from_one_address_do_not_shut_others_out(
     tmp_path: Path,
 ) -> None:
-    env = {**BASE_ENV, "CONFIG_TIMEOUT_SEC": "2", "MAX_PENDING_CONNECTIONS": "64"}
+    env = {**LIMITS, "MAX_PENDING_CONNECTIONS": "64"}
     with running_server(env=env, log_path=tmp_path / "server.log") as url:
         attack = asyncio.create_task(flood(url, "127.0.0.1", FLOOD))
         waits = []
@@ -97,7 +98,7 @@ async def test_a_thousand_idle_connections_from_one_address_do_not_shut_others_o
 
 
 async def test_each_address_has_its_own_allowance(tmp_path: Path) -> None:
-    env = {**BASE_ENV, "CONFIG_TIMEOUT_SEC": "2"}
+    env = LIMITS
     with running_server(env=env, log_path=tmp_path / "server.log") as url:
         hosts = ["127.0.0.3", "127.0.0.4", "127.0.0.5"]
         results = await asyncio.gather(*(flood(url, host, 3 * PER_CLIENT) for host in hosts))
@@ -110,7 +111,7 @@ async def test_each_address_has_its_own_allowance(tmp_path: Path) -> None:
 async def test_x_forwarded_for_names_the_client_only_from_a_trusted_proxy(
     tmp_path: Path,
 ) -> None:
-    env = {**BASE_ENV, "CONFIG_TIMEOUT_SEC": "2", "TRUSTED_PROXIES": "127.0.0.1"}
+    env = {**LIMITS, "TRUSTED_PROXIES": "127.0.0.1"}
     with running_server(env=env, log_path=tmp_path / "server.log") as url:
         # From the trusted proxy: each forwarded client has its own allowance.
         spoofed = [{"X-Forwarded-For": f"203.0.113.{i}"} for i in range(PER_CLIENT + 2)]

@@ -53,7 +53,7 @@ pytestmark = pytest.mark.e2e
 
 SEED = int(os.environ.get("FUZZ_SEED") or random.randrange(2**32))
 SESSIONS = int(os.environ.get("FUZZ_SESSIONS", "300"))
-CONCURRENCY = 6  # under the default MAX_PENDING_PER_CLIENT (8): most sessions are admitted
+CONCURRENCY = 6  # under MAX_PENDING_PER_CLIENT (32 by default): most sessions are admitted
 WARM_UP_SESSIONS = 40
 BUDGET_SEC = 60.0  # no new session after this; each one is bounded by SESSION_LIMIT_SEC
 SESSION_LIMIT_SEC = 12.0

@@ -43,6 +43,8 @@ BASE_ENV = {
     "ENGINE_PASS_TIMEOUT_SEC": "1.5",
     "CONFIG_TIMEOUT_SEC": "3",
     "MAX_SESSIONS": "60",
+    # These tests open up to 50 connections at once from this one address.
+    "MAX_PENDING_PER_CLIENT": "100",
 }
 CONFIG = {"sample_rate_hertz": 16000, "encoding": "LINEAR16"}
 

@@ -31,5 +31,7 @@ def model_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real server process with the real default model (as tests/e2e's ``server_url``)."""
     log = Path(tmp_path_factory.mktemp("webrtc-model")) / "server.log"
     cache = tmp_path_factory.mktemp("models")
-    with running_server(env={"MODEL_CACHE_DIR": str(cache)}, log_path=log) as url:
+    # Two sessions at once (WebRTC beside the WebSocket), whatever the backend's speed.
+    env = {"MODEL_CACHE_DIR": str(cache), "LOCAL_CAPACITY": "4"}
+    with running_server(env=env, log_path=log) as url:
         yield url
