@@ -128,6 +128,26 @@ def client_address(connection: HTTPConnection) -> str:
     return connection.client.host if connection.client else "unknown"
 
 
+class OverHTTP:
+    """What every door reads off the HTTP request its connection began with: the
+    ``headers``, ``query_params`` and ``client`` of a `Transport`. A door sets
+    ``self.connection`` (its WebSocket, or the request of a WebRTC offer)."""
+
+    connection: HTTPConnection
+
+    @property
+    def headers(self) -> Headers:
+        return self.connection.headers
+
+    @property
+    def query_params(self) -> QueryParams:
+        return self.connection.query_params
+
+    @property
+    def client(self) -> str:
+        return client_address(self.connection)
+
+
 class ClientGone(Exception):
     """The client closed or dropped the connection."""
 

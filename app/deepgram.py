@@ -45,8 +45,8 @@ from app.core import (
     Inbound,
     Invalid,
     Outbound,
+    OverHTTP,
     Started,
-    client_address,
 )
 from app.errors import (
     ASRError,
@@ -466,7 +466,7 @@ class _Audio:
         return self.bytes_in / BYTES_PER_SAMPLE / self.rate
 
 
-class DeepgramWebSocket:
+class DeepgramWebSocket(OverHTTP):
     """One ``/v1/listen`` connection as a `Transport` of the core."""
 
     def __init__(
@@ -475,7 +475,7 @@ class DeepgramWebSocket:
         vendor_models: dict[str, str] | None = None,
         idle_sec: float = IDLE_SEC,
     ) -> None:
-        self.websocket = websocket
+        self.websocket = self.connection = websocket
         self.vendor_models = VENDOR_MODELS if vendor_models is None else vendor_models
         self.idle_sec = idle_sec
         self.request_id = str(uuid.uuid4())
@@ -495,14 +495,6 @@ class DeepgramWebSocket:
     def headers(self) -> Headers:
         """The request's headers, Deepgram's ``Token`` scheme given as ``Bearer`` for `app.auth`."""
         return self._headers
-
-    @property
-    def query_params(self) -> QueryParams:
-        return self.websocket.query_params
-
-    @property
-    def client(self) -> str:
-        return client_address(self.websocket)
 
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         """HTTP 400/401/403/503 with Deepgram's error body and ``dg-error`` header."""

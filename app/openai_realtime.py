@@ -47,7 +47,6 @@ from typing import Annotated, Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
-from starlette.datastructures import Headers, QueryParams
 from starlette.websockets import WebSocket, WebSocketState
 
 from app.asr.base import TextSpan
@@ -58,8 +57,8 @@ from app.core import (
     Inbound,
     Invalid,
     Outbound,
+    OverHTTP,
     Started,
-    client_address,
 )
 from app.errors import (
     ASRError,
@@ -541,11 +540,11 @@ _OTHER_CLIENT_EVENTS = frozenset(
 )
 
 
-class OpenAIRealtime:
+class OpenAIRealtime(OverHTTP):
     """One ``/v1/realtime?intent=transcription`` connection as a `Transport` of the core."""
 
     def __init__(self, websocket: WebSocket, *, send_timeout_sec: float = 30.0) -> None:
-        self.websocket = websocket
+        self.websocket = self.connection = websocket
         beta = websocket.headers.get(BETA_HEADER, "").replace(" ", "").lower()
         self.mode: Mode = "beta" if "realtime=v1" in beta else "ga"
         self.send_timeout_sec = send_timeout_sec
@@ -577,18 +576,6 @@ class OpenAIRealtime:
         return "session.update" if self.mode == "ga" else "transcription_session.update"
 
     # -- Transport ---------------------------------------------------------------
-
-    @property
-    def headers(self) -> Headers:
-        return self.websocket.headers
-
-    @property
-    def query_params(self) -> QueryParams:
-        return self.websocket.query_params
-
-    @property
-    def client(self) -> str:
-        return client_address(self.websocket)
 
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         """HTTP 400/401/403/503 with OpenAI's error body (503 with ``Retry-After``)."""

@@ -51,7 +51,6 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final
 
 from prometheus_client import Gauge
-from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -62,9 +61,9 @@ from app.core import (
     Inbound,
     Invalid,
     Outbound,
+    OverHTTP,
     SessionCore,
     Started,
-    client_address,
 )
 from app.errors import RETRY_LATER_STATUSES, ASRError, CloseCode, ProtocolError, http_status
 from app.messages import (
@@ -408,12 +407,12 @@ def _error_response(error: ASRError, retry_after: int) -> JSONResponse:
     return JSONResponse(body, status_code=status, headers=headers)
 
 
-class PeerTransport:
+class PeerTransport(OverHTTP):
     """One offer and its peer connection as a `Transport` of the core."""
 
     def __init__(self, door: WebRTCDoor, request: Request, body: bytes) -> None:
         self.door = door
-        self.request = request
+        self.request = self.connection = request
         self.body = body
         self.response: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
         self.offer: Offer | None = None
@@ -429,18 +428,6 @@ class PeerTransport:
         self._teardown: asyncio.Future[None] | None = None
 
     # -- the request ------------------------------------------------------------------
-
-    @property
-    def headers(self) -> Headers:
-        return self.request.headers
-
-    @property
-    def query_params(self) -> QueryParams:
-        return self.request.query_params
-
-    @property
-    def client(self) -> str:
-        return client_address(self.request)
 
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         self._respond(_error_response(error, retry_after))

@@ -15,7 +15,6 @@ import logging
 import re
 from collections.abc import Mapping
 
-from starlette.datastructures import Headers, QueryParams
 from starlette.responses import JSONResponse
 from starlette.websockets import WebSocket, WebSocketState
 
@@ -27,8 +26,8 @@ from app.core import (
     Inbound,
     Invalid,
     Outbound,
+    OverHTTP,
     Started,
-    client_address,
 )
 from app.errors import RETRY_LATER_STATUSES, ASRError, CloseCode, ProtocolError, http_status
 from app.messages import (
@@ -126,24 +125,12 @@ def _t(seconds: float) -> float:
     return round(seconds, TIME_DECIMALS)
 
 
-class NativeWebSocket:
+class NativeWebSocket(OverHTTP):
     """One `/ws/asr-stream` connection as a `Transport` of the core."""
 
     def __init__(self, websocket: WebSocket) -> None:
-        self.websocket = websocket
+        self.websocket = self.connection = websocket
         self._format: TranscriptFormatter | None = None
-
-    @property
-    def headers(self) -> Headers:
-        return self.websocket.headers
-
-    @property
-    def query_params(self) -> QueryParams:
-        return self.websocket.query_params
-
-    @property
-    def client(self) -> str:
-        return client_address(self.websocket)
 
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         """HTTP 400/401/403/429/503 with the `error` object as JSON."""
