@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import fractions
 import json
+import random
 import time
 import wave
 from dataclasses import dataclass, field
@@ -152,3 +153,95 @@ class Peer:
     @property
     def transcript(self) -> str:
         return "".join(m["text"] for m in self.finals)
+
+
+async def stream_file(
+    base_url: str, clip: Path, config: dict[str, Any], tail_sec: float, within: float
+) -> None:
+    """Stream `clip` at real-time pace, `stop` after it (and `tail_sec`), print every message.
+
+    One JSON line a message, flushed as it arrives, with ``_at`` (this machine's
+    monotonic clock, the same in every network namespace); first a
+    ``{"type": "_started", "_at": …}`` line: when the clip's first sample was spoken.
+    """
+    samples, rate = read_wav(clip)
+    track = WavTrack(samples, rate)
+    peer = Peer(base_url)
+    peer.arrived = _Printing()
+    try:
+        response = await peer.offer(track, config=config)
+        if response.status_code != 200:
+            print(
+                json.dumps({"type": "_http", "status": response.status_code, "body": response.text})
+            )
+            raise SystemExit(2)
+        await peer.until("metadata", within)
+        await asyncio.wait_for(track.finished.wait(), within + len(samples) / rate)
+        assert track.started is not None
+        print(json.dumps({"type": "_started", "_at": track.started - FRAME_SEC}), flush=True)
+        await asyncio.sleep(tail_sec)
+        peer.send({"type": "stop"})
+        await peer.until("complete", within)
+    finally:
+        await peer.close()
+
+
+class _Printing(asyncio.Queue[dict[str, Any]]):
+    def put_nowait(self, item: dict[str, Any]) -> None:
+        print(json.dumps(item), flush=True)
+        super().put_nowait(item)
+
+
+def impair_udp(netem: str, seed: int = 1) -> None:
+    """netem in this process, for kernels without ``sch_netem``: ``loss P% delay D J``.
+
+    Every datagram aioice sends for this peer after ICE (DTLS, SRTP, SCTP) is
+    dropped with probability P, the rest go out after D ± J (uniform, as netem's
+    default; so reordered, as netem does). Seeded: the same packets are lost each run.
+    """
+    from aioice.ice import StunProtocol
+
+    words = netem.split()
+    loss = float(words[words.index("loss") + 1].rstrip("%")) / 100 if "loss" in words else 0.0
+    delay = jitter = 0.0
+    if "delay" in words:
+        at = words.index("delay")
+        delay = float(words[at + 1].removesuffix("ms")) / 1000
+        if at + 2 < len(words) and words[at + 2].endswith("ms"):
+            jitter = float(words[at + 2].removesuffix("ms")) / 1000
+    rng = random.Random(seed)
+
+    async def send_data(self: StunProtocol, data: bytes, addr: tuple[str, int]) -> None:
+        if rng.random() < loss:
+            return
+        wait = max(0.0, delay + rng.uniform(-jitter, jitter))
+        asyncio.get_running_loop().call_later(wait, _sendto, self, data, addr)
+
+    StunProtocol.send_data = send_data  # type: ignore[method-assign]
+
+
+def _sendto(protocol: Any, data: bytes, addr: tuple[str, int]) -> None:
+    if protocol.transport is not None and not protocol.transport.is_closing():
+        protocol.transport.sendto(data, addr)
+
+
+def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=stream_file.__doc__)
+    parser.add_argument("base_url", help="http://host:port of the server")
+    parser.add_argument("clip", type=Path, help="16-bit mono WAV")
+    parser.add_argument("--config", default="{}", help="extra config fields, as JSON")
+    parser.add_argument("--tail", type=float, default=0.5, help="seconds before `stop`")
+    parser.add_argument("--within", type=float, default=60.0, help="timeout of each wait")
+    parser.add_argument("--netem", help="impair what this client sends: 'loss 5%% delay 30ms 30ms'")
+    args = parser.parse_args()
+    if args.netem:
+        impair_udp(args.netem)
+    _, rate = read_wav(args.clip)
+    config = {"sample_rate_hertz": rate, "encoding": "LINEAR16", **json.loads(args.config)}
+    asyncio.run(stream_file(args.base_url, args.clip, config, args.tail, args.within))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,4 +1,7 @@
-"""Real speech through WebRTC into the real model: an aiortc client, and Chromium's page.
+"""Real speech through WebRTC into the real model: Chromium's page.
+
+The aiortc client's run of the same clip is in test_netns.py (over a veth, from its
+own network namespace).
 
 Both compare with the native WebSocket on the same server and clip: the native
 endpoint transcribes jfk_16k.wav at 0.0 WER (oneDNN and MKL builds alike,
@@ -27,8 +30,7 @@ from clients.asr_client import ASRStreamClient
 from clients.asr_client import read_wav as read_pcm
 from tests.e2e.test_browser import COMMON_ARGS, STATE_IS, chromium_path, page_url, watch
 from tests.support.commands import AUDIO
-from tests.webrtc.conftest import http_base
-from tests.webrtc.peer import Peer, WavTrack, read_wav
+from tests.webrtc.peer import read_wav
 
 pytestmark = pytest.mark.e2e
 
@@ -41,39 +43,6 @@ async def native_wer(url: str) -> float:
     pcm, rate = read_pcm(CLIP)
     result = await ASRStreamClient(url).transcribe(pcm, sample_rate_hertz=rate)
     return word_error_rate(CLIP.with_suffix(".txt").read_text(), result.transcript)
-
-
-async def webrtc_stream(url: str) -> Peer:
-    samples, rate = read_wav(CLIP)
-    track = WavTrack(samples, rate)
-    peer = Peer(http_base(url))
-    response = await peer.offer(track, config={**CONFIG_16K, "interim_results": True})
-    assert response.status_code == 200, response.text
-    await peer.until("metadata", 30)
-    await asyncio.wait_for(track.finished.wait(), 60)
-    await asyncio.sleep(0.5)  # the clip's tail reaches the server
-    peer.send({"type": "stop"})
-    await peer.until("complete", 60)
-    await peer.close()
-    return peer
-
-
-CONFIG_16K = {"sample_rate_hertz": 16000, "encoding": "LINEAR16"}
-
-
-async def test_aiortc_client_gets_the_transcript(model_server: str) -> None:
-    native, peer = await asyncio.gather(native_wer(model_server), webrtc_stream(model_server))
-    kinds = [m["type"] for m in peer.messages]
-    assert kinds[0] == "metadata" and kinds[-1] == "complete" and "error" not in kinds, kinds
-    first_final = kinds.index("transcript") if "transcript" in kinds else -1
-    assert first_final >= 0
-    assert any(m["type"] == "transcript" and not m["is_final"] for m in peer.messages)
-    wer = word_error_rate(CLIP.with_suffix(".txt").read_text(), peer.transcript)
-    assert wer <= native + MARGIN, (
-        f"WebRTC WER {wer:.2f} vs native {native:.2f}: {peer.transcript!r}"
-    )
-    # Times are the clip's: the last final ends within the audio sent (11 s and the tail).
-    assert 9.0 < peer.finals[-1]["end"] < 13.0, peer.finals[-1]
 
 
 def padded_clip(folder: Path) -> Path:
