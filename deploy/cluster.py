@@ -17,7 +17,7 @@ drain their sessions through the still running proxy), then the proxy. It
 installs nothing: a missing proxy is reported with the Debian package to install.
 
 `Cluster` is the same thing as a context manager, for tests and benchmarks; it
-can also stop, kill, restart and drain single nodes.
+can also stop, kill, restart and drain single nodes, and stop and start the proxy.
 """
 
 from __future__ import annotations
@@ -379,6 +379,18 @@ class Cluster:
         if self.proxy_proc is None:
             raise ClusterError("the proxy is not running")
         self.proxy_proc.send_signal(signal.SIGHUP if self.proxy == "nginx" else signal.SIGUSR2)
+
+    def stop_proxy(self) -> None:
+        """Stop the proxy at once, as a crash or a hard restart does: every open
+        connection through it is cut (nginx SIGTERM, HAProxy SIGTERM: the fast stops)."""
+        if self.proxy_proc is not None:
+            _stop(self.proxy_proc, signal.SIGTERM, PROXY_STOP_TIMEOUT_SEC)
+
+    def start_proxy(self) -> None:
+        """Start the proxy again on the same port, and wait until it answers."""
+        if self.proxy_proc is not None and self.proxy_proc.poll() is None:
+            raise ClusterError(f"{self.proxy} is already running")
+        self._start_proxy()
 
     def wait_node_ready(self, node: Node, timeout: float = NODE_READY_TIMEOUT_SEC) -> None:
         deadline = time.monotonic() + timeout

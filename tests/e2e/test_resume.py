@@ -1,6 +1,7 @@
 """Resumed streams (issue 25): a node killed or drained, or the network cut, mid-stream.
 
-Everything runs through nginx in front of real nodes (deploy.cluster). The cut's
+Everything runs through a proxy in front of real nodes (deploy.cluster): the scripted
+tests behind nginx and HAProxy both, the real model's behind nginx. The cut's
 bookkeeping runs on the scripted engine (tests/support/scripted.py: ``w<k>`` over
 [k, k + 0.5] s of each connection's audio, and ``end<samples>`` at its end), whose
 sample counts show that exactly the audio after the last final was resent. Whether
@@ -30,7 +31,7 @@ from clients.asr_client import (
     read_wav,
 )
 from clients.resume import ResumePolicy
-from deploy.cluster import Cluster, Node
+from deploy.cluster import PROXIES, Cluster, Node, Proxy
 from tests.e2e.cluster_support import (
     AUDIO,
     RATE,
@@ -44,7 +45,7 @@ from tests.support.commands import asr_stream, client_env
 
 pytestmark = pytest.mark.e2e
 
-PROXY = "nginx"
+PROXY: Proxy = "nginx"  # the real model's tests
 SCRIPTED = {
     "ASR_PLUGINS": "counting=tests.support.scripted:counting",
     "DEFAULT_BACKEND": "counting",
@@ -68,11 +69,16 @@ MAX_DROPPED_RUN = 1
 TIME_SLACK_SEC = 0.001  # times are rounded to ms on the wire
 
 
+@pytest.fixture(scope="module", params=PROXIES)
+def proxy(request: pytest.FixtureRequest) -> Proxy:
+    require_proxy(request.param)
+    return request.param  # type: ignore[no-any-return]
+
+
 @pytest.fixture(scope="module")
-def scripted(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    require_proxy(PROXY)
-    workdir = tmp_path_factory.mktemp("resume-scripted")
-    with Cluster(3, proxy=PROXY, env=SCRIPTED, workdir=workdir) as cluster:
+def scripted(proxy: Proxy, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    workdir = tmp_path_factory.mktemp(f"resume-scripted-{proxy}")
+    with Cluster(3, proxy=proxy, env=SCRIPTED, workdir=workdir) as cluster:
         yield cluster
 
 
@@ -116,13 +122,18 @@ def check_times_go_on(finals: list[dict[str, Any]]) -> None:
         assert after["end"] >= after["start"], after
 
 
-def check_resent_exactly(seen: Seen, total_sec: float) -> None:
+def check_resent_exactly(seen: Seen, total_sec: float, reconnects: int | None = 1) -> None:
     """The scripted engine's sample counts: the new connection heard exactly the audio
-    after the last final received, so the stream's audio was heard once, all of it."""
+    after the last final received, so the stream's audio was heard once, all of it.
+    ``reconnects``: how many attempts it took (None: any number, the last one took)."""
     assert seen.error is None, seen.error
     parts = seen.connections
-    assert len(parts) == 2 and len(seen.result.resumes) == 1, [p[0] for p in parts]
-    resumed = seen.result.resumes[0]
+    resumes = seen.result.resumes
+    assert len(parts) == 2, [p[0] for p in parts]
+    assert len(resumes) == reconnects if reconnects else resumes, resumes
+    resumed = resumes[-1]
+    # Every attempt resumes at the same point: no final came between them.
+    assert {r.offset_sec for r in resumes} == {resumed.offset_sec}, resumes
     before = [m for m in parts[0] if m.get("is_final")]
     assert before, "the cut came before any final"
     assert resumed.offset_sec == pytest.approx(before[-1]["end"], abs=TIME_SLACK_SEC)
@@ -277,10 +288,38 @@ async def test_a_network_drop_resumes_through_the_same_address(scripted: Cluster
     await eventually(lambda: active_sessions(scripted) == [0, 0, 0], "the sessions ended")
 
 
+async def test_a_restarted_proxy_resumes_the_stream_and_every_second_counts(
+    scripted: Cluster,
+) -> None:
+    """The proxy process itself stopped (every connection through it cut) and started
+    again on the same port: the client reconnects once it answers, and resumes."""
+    stream = asyncio.create_task(stream_seen(scripted.url, silence(SECONDS)))
+    await serving_node(scripted)
+    await asyncio.sleep(CUT_AT_SEC)
+    old_pid = scripted.describe()["proxy_pid"]
+    await asyncio.to_thread(scripted.stop_proxy)
+    stopped = time.monotonic()
+    await asyncio.to_thread(scripted.start_proxy)
+    down_sec = time.monotonic() - stopped
+    assert scripted.describe()["proxy_pid"] != old_pid
+    seen = await stream
+    print(f"{scripted.proxy} down {down_sec:.2f} s; reconnects: {seen.result.resumes}")
+    # The first reconnect waits 0.125-0.25 s: it may find the port closed, and the next
+    # one (after 0.25-0.5 s more) gets through; five attempts span at least 3.9 s.
+    check_resent_exactly(seen, SECONDS, reconnects=None)
+    assert seen.result.resumes[0].reason == "connection lost (1006)"
+    await eventually(lambda: active_sessions(scripted) == [0, 0, 0], "the sessions ended")
+
+
 async def test_every_node_full_on_reconnect_retries_after_retry_after_then_gives_up(
     scripted: Cluster,
 ) -> None:
     """Two nodes full, a library stream and a CLI on the third, which is killed."""
+    if scripted.proxy != "nginx":
+        # The held sessions go straight to the nodes, and HAProxy's leastconn counts only
+        # its own connections: the CLI goes to a full node, and its 3 retries may all land
+        # on full ones. The give-up under test is the client's, the same behind either.
+        pytest.skip("the setup needs nginx's every-node-once retries")
     victim, *others = scripted.nodes
     held: list[ClientConnection] = [await open_session(n.ws_url) for n in others for _ in "ab"]
     policy = ResumePolicy(max_attempts=3)
@@ -368,6 +407,16 @@ def speech(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         yield cluster
 
 
+@pytest.fixture
+def revive(speech: Cluster) -> Iterator[None]:
+    """After a test, start any node it left dead (a failed assertion before its
+    restart), so the next test still has a node to resume on."""
+    yield
+    for node in speech.nodes:
+        if not node.running:
+            speech.start_node(node)
+
+
 @pytest.fixture(scope="module")
 def undisturbed(speech: Cluster) -> str:
     """The clip's transcript through the proxy, nothing cut."""
@@ -390,6 +439,7 @@ def check_every_word(transcript: str, undisturbed: str) -> None:
     )
 
 
+@pytest.mark.usefixtures("revive")
 async def test_the_cli_survives_a_kill_9_mid_sentence_with_every_word(
     speech: Cluster, undisturbed: str
 ) -> None:
@@ -420,7 +470,11 @@ async def test_the_cli_survives_a_kill_9_mid_sentence_with_every_word(
     check_times_go_on(finals)
     second = next(i for i, m in enumerate(messages) if m["type"] == "metadata" and i > 0)
     first_final_after = next(m for m in messages[second:] if m.get("is_final"))
-    assert first_final_after["text"][0].isspace(), first_final_after
+    # A loaded machine may not have made anything final before the cut: then the new
+    # connection's first final is the stream's first, without a separating space.
+    # (A final with no words before the cut leaves nothing to separate from.)
+    if any(m.get("is_final") and m["text"].strip() for m in messages[:second]):
+        assert first_final_after["text"][0].isspace(), first_final_after
     resumed = [line for line in err.splitlines() if "resuming at" in line]
     assert len(resumed) == 1 and resumed[0].startswith("connection lost (1006); resuming at ")
     transcript = "".join(m["text"] for m in finals).strip()
@@ -433,6 +487,7 @@ async def test_the_cli_survives_a_kill_9_mid_sentence_with_every_word(
     await restart(speech, node)
 
 
+@pytest.mark.usefixtures("revive")
 async def test_a_drained_node_hands_the_sentence_to_the_other_with_every_word(
     speech: Cluster, undisturbed: str
 ) -> None:
@@ -453,7 +508,11 @@ async def test_a_drained_node_hands_the_sentence_to_the_other_with_every_word(
     types = [r.message.type for r in result.messages]
     second = types.index("metadata", 1)
     after = next(r.message for r in result.messages[second:] if r.message.type == "transcript" and r.message.is_final)  # fmt: skip
-    assert after.text[0].isspace(), after
+    said_before = any(
+        r.message.type == "transcript" and r.message.is_final and r.message.text.strip()
+        for r in result.messages[:second]
+    )
+    assert after.text[0].isspace() or not said_before, after
     check_every_word(result.transcript, undisturbed)
 
 
