@@ -21,7 +21,9 @@ Measured here (tiny.en, seeded loss): clean veth 0.00 WER; 30 ms ± 30 ms alone
 jitter buffer (capacity 16, prefetch 4) emits nothing while a hole is within the
 next five packets, fills up, then drops *received* packets to make room (a
 simulation of `aiortc.jitterbuffer.JitterBuffer` with the same seed: 29 lost of
-550 sent, 158 not emitted). That is the server's receiver, inside aiortc: the
+550 sent, 158 not emitted). Known upstream: aiortc/aiortc#543 (after a loss the
+audio buffer stays full), the open rewrite aiortc/aiortc#1418 and the targeted
+fixes it names (#1416, #1417). That is the server's receiver, inside aiortc: the
 margin test is a strict xfail until the server replaces or fixes that buffer;
 the session-level checks (up to `complete`, times true) pass.
 """
@@ -157,7 +159,7 @@ def test_the_session_survives_loss_and_jitter(
     strict=True,
     reason="aiortc's audio JitterBuffer(capacity=16, prefetch=4) stalls on a hole until it "
     "is full, then drops received packets to make room: 5 % lost packets cost about 29 % "
-    "of the frames (see the module docstring)",
+    "of the frames (aiortc/aiortc#543; see the module docstring)",
 )
 def test_loss_and_jitter_cost_at_most_the_margin(
     clean_run: tuple[float, float], lossy_run: tuple[list[dict[str, Any]], float]
