@@ -67,15 +67,12 @@ from app.core import (
 )
 from app.errors import RETRY_LATER_STATUSES, ASRError, CloseCode, ProtocolError, http_status
 from app.messages import (
-    Complete,
     ErrorMessage,
-    Metadata,
     StreamConfig,
     parse_config,
     parse_control,
 )
-from app.session import CompleteEvent, ErrorEvent, SpeechEvent, TranscriptEvent
-from app.ws import TranscriptFormatter
+from app.ws import TranscriptFormatter, native_message
 
 if TYPE_CHECKING:
     import av
@@ -375,29 +372,6 @@ class RealTimeASRHandler:
 
 
 # --------------------------------------------------------------------------- the transport
-
-
-def native_message(event: Outbound, formatter: TranscriptFormatter | None) -> str | None:
-    """The native JSON message of a core event (`app.ws.NativeWebSocket.send`'s words)."""
-    if isinstance(event, Started):
-        plan, info = event.plan, event.info
-        return Metadata(
-            session_id=event.session_id,
-            language_code=plan.language_code,
-            sample_rate_hertz=plan.sample_rate_hertz,
-            encoding=plan.encoding,
-            backend=info.backend,
-            model=info.model,
-        ).to_json()
-    if isinstance(event, TranscriptEvent):
-        assert formatter is not None, "a transcript before the session started"
-        return formatter(event.span, event.is_final).to_json()
-    if isinstance(event, ErrorEvent):
-        return ErrorMessage(detail=event.error.detail, code=event.error.code).to_json()
-    if isinstance(event, CompleteEvent):
-        return Complete().to_json()
-    assert isinstance(event, SpeechEvent)
-    return None  # voice activity: the native protocol does not carry it
 
 
 def _error_response(error: ASRError, retry_after: int) -> JSONResponse:

@@ -125,6 +125,30 @@ def _t(seconds: float) -> float:
     return round(seconds, TIME_DECIMALS)
 
 
+def native_message(event: Outbound, formatter: TranscriptFormatter | None) -> str | None:
+    """The native JSON message of a core event (None: the native protocol does not carry it);
+    every door that speaks the native messages (the WebSocket, WebRTC's data channel)."""
+    if isinstance(event, Started):
+        plan, info = event.plan, event.info
+        return Metadata(
+            session_id=event.session_id,
+            language_code=plan.language_code,
+            sample_rate_hertz=plan.sample_rate_hertz,
+            encoding=plan.encoding,
+            backend=info.backend,
+            model=info.model,
+        ).to_json()
+    if isinstance(event, TranscriptEvent):
+        assert formatter is not None, "a transcript before the session started"
+        return formatter(event.span, event.is_final).to_json()
+    if isinstance(event, ErrorEvent):
+        return ErrorMessage(detail=event.error.detail, code=event.error.code).to_json()
+    if isinstance(event, CompleteEvent):
+        return Complete().to_json()
+    assert isinstance(event, SpeechEvent)
+    return None  # voice activity: the native protocol does not carry it
+
+
 class NativeWebSocket(OverHTTP):
     """One `/ws/asr-stream` connection as a `Transport` of the core."""
 
@@ -167,27 +191,11 @@ class NativeWebSocket(OverHTTP):
             return Invalid(exc)
 
     async def send(self, event: Outbound) -> None:
-        if isinstance(event, SpeechEvent):
-            return  # voice activity: the native protocol does not carry it
         if isinstance(event, Started):
-            plan, info = event.plan, event.info
-            self._format = TranscriptFormatter(plan)
-            message = Metadata(
-                session_id=event.session_id,
-                language_code=plan.language_code,
-                sample_rate_hertz=plan.sample_rate_hertz,
-                encoding=plan.encoding,
-                backend=info.backend,
-                model=info.model,
-            ).to_json()
-        elif isinstance(event, TranscriptEvent):
-            assert self._format is not None, "a transcript before the session started"
-            message = self._format(event.span, event.is_final).to_json()
-        elif isinstance(event, ErrorEvent):
-            message = ErrorMessage(detail=event.error.detail, code=event.error.code).to_json()
-        elif isinstance(event, CompleteEvent):
-            message = Complete().to_json()
-        await self._send_text(message)
+            self._format = TranscriptFormatter(event.plan)
+        message = native_message(event, self._format)
+        if message is not None:
+            await self._send_text(message)
 
     async def close(self, code: CloseCode) -> None:
         await self.websocket.close(code=int(code))
