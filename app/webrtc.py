@@ -25,7 +25,7 @@ Audio (`RealTimeASRHandler`): aiortc decodes the Opus track (48 kHz) into
 ``av.AudioFrame``s; they are resampled to 16-bit mono at the config's
 ``sample_rate_hertz`` (any rate the native endpoint takes) and fed as `Audio`
 in ``CHUNK_SEC`` pieces. The frames' ``pts`` are the RTP timestamps: a jump
-(lost packets the jitter buffer gave up on, a sender that paused or used DTX)
+(lost packets `app.jitter.AudioJitterBuffer` gave up on, a sender that paused or used DTX)
 becomes that much silence, so stream time stays the audio's time. aiortc's
 decoder has no packet-loss concealment or in-band FEC: a lost 20 ms packet is
 20 ms of silence. The receive queue aiortc fills is unbounded, so this side
@@ -66,6 +66,7 @@ from app.core import (
     Started,
 )
 from app.errors import RETRY_LATER_STATUSES, ASRError, CloseCode, ProtocolError, http_status
+from app.jitter import AudioJitterBuffer, install
 from app.messages import (
     ErrorMessage,
     StreamConfig,
@@ -91,8 +92,8 @@ CHUNK_SEC = 0.1
 MAX_BUFFERED_SEC = 5.0
 # A frame starting this much after the last one ended is a gap (Opus frames are 20 ms).
 GAP_TOLERANCE_SEC = 0.005
-# `stop` waits this long for audio already on its way (aiortc's jitter buffer holds
-# 4 packets, 80 ms), then later audio is ignored: RTP goes on until the track stops.
+# `stop` waits this long for audio already on its way (the jitter buffer holds at most
+# 3 packets, 60 ms, app/jitter.py), then later audio is ignored: RTP goes on until the track stops.
 STOP_GRACE_SEC = 0.1
 # After `complete`, the client has this long to hang up before the server does.
 CLOSE_GRACE_SEC = 2.0
@@ -393,6 +394,7 @@ class PeerTransport(OverHTTP):
         self.pc: RTCPeerConnection | None = None
         self.channel: RTCDataChannel | None = None
         self.handler: RealTimeASRHandler | None = None
+        self.jitter: list[AudioJitterBuffer] = []
         self.inbox: Inbox | None = None
         self.session_id = "-"
         self._open = asyncio.Event()  # the data channel opened (or the client is gone)
@@ -423,6 +425,7 @@ class PeerTransport(OverHTTP):
         pc.on("connectionstatechange", self._on_state)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(self.offer.sdp, "offer"))
+            self.jitter = install(pc)  # before any packet: see app/jitter.py
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc's negotiation errors vary (ValueError, others)
             logger.info("could not answer an offer: %r", exc)
@@ -588,6 +591,13 @@ class PeerTransport(OverHTTP):
         self._closing = True
         if self.handler is not None:
             await self.handler.stop()
+            logger.info(
+                "[%s] audio: %d frames, %.2f s of gaps; RTP %s",
+                self.session_id,
+                self.handler.frames,
+                self.handler.gap_seconds,
+                ", ".join(str(buffer.stats()) for buffer in self.jitter) or "-",
+            )
         if self.pc is not None:
             try:
                 await self.pc.close()
