@@ -26,9 +26,10 @@ Audio (`RealTimeASRHandler`): aiortc decodes the Opus track (48 kHz) into
 ``sample_rate_hertz`` (any rate the native endpoint takes) and fed as `Audio`
 in ``CHUNK_SEC`` pieces. The frames' ``pts`` are the RTP timestamps: a jump
 (lost packets `app.jitter.AudioJitterBuffer` gave up on, a sender that paused or used DTX)
-becomes that much silence, so stream time stays the audio's time. aiortc's
-decoder has no packet-loss concealment or in-band FEC: a lost 20 ms packet is
-20 ms of silence. The receive queue aiortc fills is unbounded, so this side
+is filled, so stream time stays the audio's time: its first 60 ms with the audio
+just before it (aiortc's decoder has no concealment or in-band FEC, and a lost
+packet's 20 ms of zeros costs the streamed transcript words: `app.concealment`),
+the rest with silence. The receive queue aiortc fills is unbounded, so this side
 reads it at once into an `Inbox` bounded to ``MAX_BUFFERED_SEC`` of audio;
 what overflows while the engine holds the reader back is replaced by silence
 (counted, not stored) and the client is told once (``audio_dropped``).
@@ -50,10 +51,12 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final
 
+import numpy as np
 from prometheus_client import Gauge
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from app.concealment import Pcm, conceal, tail_samples
 from app.core import (
     Audio,
     ClientGone,
@@ -318,8 +321,11 @@ class RealTimeASRHandler:
         self._pending = bytearray()
         self._chunk_bytes = inbox.chunk_samples * BYTES_PER_SAMPLE
         self._expected: Fraction | None = None  # where the next frame should start (s)
+        self._tail: Pcm = np.zeros(0, dtype=np.int16)  # the last audio out, for a hole after it
+        self._tail_samples = tail_samples(self.rate)
         self.frames = 0
         self.gap_seconds = 0.0
+        self.concealed_seconds = 0.0
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -354,14 +360,29 @@ class RealTimeASRHandler:
             if self._expected is not None:
                 gap = start - self._expected
                 if gap > GAP_TOLERANCE_SEC:
-                    self._flush()
                     self.gap_seconds += float(gap)
-                    self.inbox.put_silence(round(gap * self.rate))
+                    self._fill(round(gap * self.rate))
                 elif gap < -GAP_TOLERANCE_SEC:
                     return  # a frame already covered (a duplicate): stream time goes forward
             self._expected = start + Fraction(frame.samples, frame.sample_rate)
         for out in self._resampler.resample(frame):
-            self._pending += out.to_ndarray().tobytes()
+            pcm = out.to_ndarray().reshape(-1).astype(np.int16, copy=False)
+            self._pending += pcm.tobytes()
+            self._tail = np.concatenate([self._tail, pcm])[-self._tail_samples :]
+        self._send_chunks()
+
+    def _fill(self, samples: int) -> None:
+        """A hole in the audio (lost packets, a pause): its start concealed, then silence."""
+        audio, silence = conceal(self._tail, samples, self.rate)
+        self.concealed_seconds += len(audio) / self.rate
+        self._pending += audio.tobytes()
+        if silence:
+            self._flush()
+            self.inbox.put_silence(silence)
+            self._tail = np.zeros(0, dtype=np.int16)
+        self._send_chunks()
+
+    def _send_chunks(self) -> None:
         while len(self._pending) >= self._chunk_bytes:
             self.inbox.put_audio(bytes(self._pending[: self._chunk_bytes]))
             del self._pending[: self._chunk_bytes]
@@ -592,10 +613,11 @@ class PeerTransport(OverHTTP):
         if self.handler is not None:
             await self.handler.stop()
             logger.info(
-                "[%s] audio: %d frames, %.2f s of gaps; RTP %s",
+                "[%s] audio: %d frames, %.2f s of gaps (%.2f s concealed); RTP %s",
                 self.session_id,
                 self.handler.frames,
                 self.handler.gap_seconds,
+                self.handler.concealed_seconds,
                 ", ".join(str(buffer.stats()) for buffer in self.jitter) or "-",
             )
         if self.pc is not None:

@@ -58,41 +58,50 @@ def padded_clip(folder: Path) -> Path:
     return out
 
 
-def test_chromium_page_over_webrtc(model_server: str, tmp_path: Path) -> None:
-    """Debian's Chromium picks WebRTC on the page, presses Start, then Stop."""
-    clip = padded_clip(tmp_path)
-    native = asyncio.run(native_wer(model_server))
+def chromium_page_over_webrtc(
+    native: float, page: str, clip: Path, executable: str, extra_args: tuple[str, ...] = ()
+) -> None:
+    """Chromium opens ``page``, picks WebRTC, presses Start, then Stop: the clip's transcript."""
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
-            executable_path=chromium_path(),
+            executable_path=executable,
             headless=True,
             args=[
                 *COMMON_ARGS,
                 "--use-fake-ui-for-media-stream",
                 f"--use-file-for-fake-audio-capture={clip}%noloop",
+                *extra_args,
             ],
         )
         try:
-            page = browser.new_page()
-            problems = watch(page)
-            page.goto(page_url(model_server))
-            page.select_option("#transport", "webrtc")
+            tab = browser.new_page()
+            problems = watch(tab)
+            tab.goto(page)
+            tab.select_option("#transport", "webrtc")
             started = time.monotonic()
-            page.click("#start")
-            page.wait_for_function(STATE_IS, arg="streaming", timeout=30_000)
-            assert page.is_disabled("#start") and page.is_enabled("#stop")
-            page.wait_for_function(
+            tab.click("#start")
+            tab.wait_for_function(STATE_IS, arg="streaming", timeout=30_000)
+            assert tab.is_disabled("#start") and tab.is_enabled("#stop")
+            tab.wait_for_function(
                 "() => document.querySelector('#interim').textContent.trim().length > 0",
                 timeout=20_000,
             )
             seconds = LEAD_IN_SEC + 11.0 + 1.0
-            page.wait_for_timeout(max(0.0, seconds - (time.monotonic() - started)) * 1000)
-            page.click("#stop")
-            page.wait_for_function(STATE_IS, arg="done", timeout=30_000)
-            transcript = page.text_content("#transcript") or ""
-            assert page.is_enabled("#start")
+            tab.wait_for_timeout(max(0.0, seconds - (time.monotonic() - started)) * 1000)
+            tab.click("#stop")
+            tab.wait_for_function(STATE_IS, arg="done", timeout=30_000)
+            transcript = tab.text_content("#transcript") or ""
+            assert tab.is_enabled("#start")
         finally:
             browser.close()
     wer = word_error_rate(CLIP.with_suffix(".txt").read_text(), transcript)
     assert wer <= native + MARGIN, f"WER {wer:.2f} vs native {native:.2f}: {transcript!r}"
     assert problems == []
+
+
+def test_chromium_page_over_webrtc(model_server: str, tmp_path: Path) -> None:
+    """Debian's Chromium on this host: the page on the loopback, media over a host address."""
+    native = asyncio.run(native_wer(model_server))
+    chromium_page_over_webrtc(
+        native, page_url(model_server), padded_clip(tmp_path), chromium_path()
+    )
