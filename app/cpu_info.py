@@ -10,6 +10,9 @@ MKL and oneDNN round the int8 products differently, so the same clip can give
 other words on an Intel and an AMD machine: two figures are comparable only when
 these match (bench/results/README.md, issue 23).
 
+On a CUDA GPU (``WHISPER_DEVICE``) the model's products run there instead, and
+the CPU fields describe only the host: ``device`` says which.
+
 ``describe`` is pure (the texts and values in, a ``ComputeInfo`` out);
 ``compute_info`` reads them from this machine and this process.
 """
@@ -44,10 +47,12 @@ class ComputeInfo:
     ct2_use_mkl: str | None  # the variables as set, None when unset
     ct2_force_cpu_isa: str | None
     ctranslate2: str | None  # its version, None when not installed
+    device: str = "cpu"  # where CTranslate2 runs the model: "cpu" or "cuda"
 
     def label(self) -> str:
-        """One line for a printed summary: ``AMD EPYC, oneDNN, AVX2``."""
-        return f"{self.cpu_model}, {self.gemm_backend}, {self.cpu_isa}"
+        """One line for a printed summary: ``AMD EPYC, oneDNN, AVX2`` (``…, on cuda``)."""
+        cpu = f"{self.cpu_model}, {self.gemm_backend}, {self.cpu_isa}"
+        return cpu if self.device == "cpu" else f"{cpu}, on {self.device}"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,6 +73,7 @@ def describe(
     machine: str,
     compute_types: Collection[str] | None = None,
     ctranslate2_version: str | None = None,
+    device: str = "cpu",
 ) -> ComputeInfo:
     """What CTranslate2 runs on: from ``/proc/cpuinfo``'s text, the environment,
     ``platform.machine()`` and, when known, ``ctranslate2.get_supported_compute_types("cpu")``
@@ -108,11 +114,16 @@ def describe(
         ct2_use_mkl=use_mkl,
         ct2_force_cpu_isa=force_isa,
         ctranslate2=ctranslate2_version,
+        device=device,
     )
 
 
-def compute_info() -> ComputeInfo:
-    """``describe`` for this machine and this process's environment."""
+def compute_info(device: str | None = None) -> ComputeInfo:
+    """``describe`` for this machine and this process's environment.
+
+    ``device``: where the model runs; by default where ``WHISPER_DEVICE`` (the
+    environment, then ``.env``) puts the faster-whisper backend, as the server would.
+    """
     cpuinfo_path = Path("/proc/cpuinfo")
     cpuinfo = cpuinfo_path.read_text() if cpuinfo_path.exists() else ""
     if not _cpuinfo_field(cpuinfo, "model name") and platform.processor():
@@ -130,4 +141,13 @@ def compute_info() -> ComputeInfo:
         machine=platform.machine(),
         compute_types=compute_types,
         ctranslate2_version=version,
+        device=device or _whisper_device(),
     )
+
+
+def _whisper_device() -> str:
+    # Imported here: this module is also used by scripts that never load a model.
+    from app.asr.faster_whisper_backend import place
+    from app.settings import Settings
+
+    return place(Settings().whisper_device).device

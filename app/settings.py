@@ -34,6 +34,11 @@ class Settings(BaseSettings):
     # Local Whisper engine (faster-whisper / CTranslate2). DEFAULT_MODEL may be
     # "tiny.en", "base" or the path of a CTranslate2 Whisper model folder.
     model_cache_dir: Path = Path.home() / ".cache" / "asr-stream" / "models"
+    # Where CTranslate2 runs the model: "auto" takes a CUDA GPU when CTranslate2 sees one.
+    # "cuda" with none makes the backend unavailable (as the default, the server won't start).
+    whisper_device: Literal["cpu", "cuda", "auto"] = "cpu"
+    # Left unset, the device's default: int8 on the CPU, float16 on CUDA (faster-whisper's
+    # GPU example); set, it is used on either device.
     whisper_compute_type: str = "int8"
     # Threads per model call, and model calls that run at once (0: one per CPU core).
     # Sessions share the model: 1 thread x one worker per core had 1.6x the throughput

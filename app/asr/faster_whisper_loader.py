@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from app.asr.base import EngineInfo, EngineRequest
-from app.asr.faster_whisper_backend import FasterWhisperASR
+from app.asr.faster_whisper_backend import FasterWhisperASR, Placement, place
 from app.asr.models import BASE, BUNDLED_MODELS, TINY_EN, available, is_english_only
 from app.asr.models import resolve_model_dir as _resolve_model_dir
 from app.asr.online import TRIM_KEEP_SEC, OnlineASRProcessor, ProcessorOptions
@@ -31,6 +31,22 @@ class FasterWhisperLoader:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
+        # The device is settled here, once: with WHISPER_DEVICE=cuda and no GPU the
+        # backend is unavailable (`Registry.get_loader` raises, `/backends` says why and
+        # the command line refuses to start), rather than failing at its first model load.
+        # A WHISPER_COMPUTE_TYPE the operator set wins; unset, the device's default.
+        explicit = "whisper_compute_type" in settings.model_fields_set
+        self.placement: Placement = place(
+            settings.whisper_device, settings.whisper_compute_type if explicit else None
+        )
+        cuda = self.placement.cuda
+        logger.info(
+            "faster-whisper: WHISPER_DEVICE=%s runs on %s, compute type %s%s",
+            self.placement.setting,
+            self.placement.device,
+            self.placement.compute_type,
+            "" if cuda is None else f" (CTranslate2 sees {cuda.devices} CUDA devices)",
+        )
         self._models: dict[Path, Any] = {}  # model folder → shared WhisperModel
         self._names: dict[str, Path] = {}  # model names and paths resolved so far
         self.load_seconds: dict[str, float] = {}
@@ -42,9 +58,16 @@ class FasterWhisperLoader:
         return self._settings.default_model or TINY_EN
 
     def describe(self) -> dict[str, Any]:
-        """For ``GET /backends``: always usable here; which bundled models are installed."""
+        """For ``GET /backends``: usable; which bundled models are installed; device, precision."""
         models = {name: available(name) or "installed" for name in BUNDLED_MODELS}
-        return {"usable": True, "reason": None, "models": models, "loaded": sorted(self._names)}
+        return {
+            "usable": True,
+            "reason": None,
+            "models": models,
+            "loaded": sorted(self._names),
+            "device": self.placement.device,
+            "compute_type": self.placement.compute_type,
+        }
 
     def model_dir(self, name: str) -> Path:
         with self._lock:
@@ -89,7 +112,8 @@ class FasterWhisperLoader:
                 model = FasterWhisperASR(
                     "en",
                     model_dir=model_dir,
-                    compute_type=self._settings.whisper_compute_type,
+                    device=self.placement.device,
+                    compute_type=self.placement.compute_type,
                     cpu_threads=self._settings.whisper_cpu_threads,
                     num_workers=self._settings.whisper_num_workers or len(os.sched_getaffinity(0)),
                 ).model
@@ -97,7 +121,13 @@ class FasterWhisperLoader:
                 self.warm_pass_seconds[name] = self._timed_pass(model)
                 elapsed = time.perf_counter() - started
                 self.load_seconds[name] = round(elapsed, 3)
-                logger.info("loaded and warmed model %s in %.2f s", name, elapsed)
+                logger.info(
+                    "loaded and warmed model %s in %.2f s on %s (CTranslate2 runs %s)",
+                    name,
+                    elapsed,
+                    self.placement.device,
+                    getattr(getattr(model, "model", None), "compute_type", "?"),
+                )
                 self._models[model_dir] = model
             return model
 
@@ -136,6 +166,14 @@ class FasterWhisperLoader:
         stop), each about one warm-up pass on a whole window: so the warm-up's pass
         time over the step. It overestimates speech with pauses (voice activity skips
         silence); the node's live measure replaces it once sessions run.
+
+        On CUDA it is the same timing, but of a pass on the GPU: wall seconds of GPU
+        work (and its CPU-side decoding) per audio second, not a core's. The capacity
+        still multiplies it by ``workers`` (WHISPER_NUM_WORKERS, else one per CPU core),
+        which on one GPU are CUDA streams sharing it, not independent cores: the start-up
+        figure is then optimistic. The live measure times passes as they really run,
+        sharing the GPU included, so it corrects that as load grows; LOCAL_CAPACITY
+        sets the figure by hand. (Not measured on a GPU here: the CI machine has none.)
         """
         spent = self.warm_pass_seconds.get(self.default_model)
         return None if spent is None else spent / self._settings.min_chunk_size
