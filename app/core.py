@@ -60,6 +60,7 @@ from app.session import (
     CompleteEvent,
     EngineLoad,
     ErrorEvent,
+    FlushedEvent,
     ProcessorRecognizer,
     SpeechEvent,
     StreamingSession,
@@ -115,7 +116,7 @@ class Started:
     info: EngineInfo
 
 
-Outbound = Started | TranscriptEvent | SpeechEvent | ErrorEvent | CompleteEvent
+Outbound = Started | TranscriptEvent | SpeechEvent | FlushedEvent | ErrorEvent | CompleteEvent
 
 
 def client_address(connection: HTTPConnection) -> str:
@@ -550,7 +551,7 @@ class SessionCore:
                         self.metrics.final_lag.observe(lag)
                         stream.figures.add_lag(lag)
                 await self._send(transport, resumed(event, stream.plan.stream_offset_sec))
-            elif isinstance(event, SpeechEvent):
+            elif isinstance(event, SpeechEvent | FlushedEvent):
                 await self._send(transport, resumed(event, stream.plan.stream_offset_sec))
             elif isinstance(event, ErrorEvent):
                 if event.error.fatal:
@@ -657,12 +658,15 @@ async def _held_back(stream: Stream, waiting: Awaitable[_T]) -> _T:
         stream.last_heard = time.monotonic()
 
 
-def resumed(event: TranscriptEvent | SpeechEvent, offset: float) -> TranscriptEvent | SpeechEvent:
+TimedEvent = TranscriptEvent | SpeechEvent | FlushedEvent
+
+
+def resumed(event: TimedEvent, offset: float) -> TimedEvent:
     """The event in the client's stream time: a resumed stream's times go on from its
     ``stream_offset_sec`` (the engine counts from this connection's first sample)."""
     if not offset:
         return event
-    if isinstance(event, SpeechEvent):
+    if isinstance(event, SpeechEvent | FlushedEvent):
         return dataclasses.replace(event, at=event.at + offset)
     span = event.span
     words = tuple(w._replace(start=w.start + offset, end=w.end + offset) for w in span.words)

@@ -61,7 +61,7 @@ from app.errors import (
 from app.languages import is_bcp47
 from app.messages import StreamConfig
 from app.plan import SessionPlan
-from app.session import CompleteEvent, ErrorEvent, SpeechEvent, TranscriptEvent
+from app.session import CompleteEvent, ErrorEvent, FlushedEvent, SpeechEvent, TranscriptEvent
 from app.settings import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE
 from app.ws import deny
 
@@ -593,6 +593,11 @@ class DeepgramWebSocket(OverHTTP):
             await self._send_json(fmt.results(event))
         elif isinstance(event, SpeechEvent):
             await self._on_speech(fmt, event)
+        elif isinstance(event, FlushedEvent):
+            # Nothing: Deepgram's answer to a Finalize is its ``from_finalize`` final, which
+            # "typically occurs when there is a noticeable amount of audio buffered"
+            # (developers.deepgram.com/docs/finalize): no message says a Finalize is done.
+            pass
         elif isinstance(event, ErrorEvent):
             self._end_code = event.error.code
             await self._send_json(_error_message(event.error))

@@ -4,7 +4,8 @@
     ----------                         ------------------
     put(pcm) ──► AudioHandoff ──►      Recognizer.run(handoff, emit)
     events  ◄── call_soon_threadsafe ◄─ emit(TranscriptEvent | SpeechEvent
-                                             | ErrorEvent | CompleteEvent)
+                                             | FlushedEvent | ErrorEvent
+                                             | CompleteEvent)
 
 The hand-off carries the client's LINEAR16 bytes at the client's rate, as
 they came; each recognizer decodes what it needs in its own thread (the
@@ -14,6 +15,11 @@ The hand-off is bounded in seconds of audio. When it is full, `put` waits
 (asynchronously: the loop serves every other session meanwhile) until the
 thread takes what is queued, so a client that sends faster than the engine
 works is slowed down instead of dropped, and memory stays bounded.
+
+A client's finalize is a mark in the queue where it was asked: the batch that
+flushes holds exactly the audio queued before the mark, and audio the client
+sent after its finalize waits for the next batch, however late the thread
+takes it. The recognizer answers every flush with a `FlushedEvent`.
 """
 
 from __future__ import annotations
@@ -95,6 +101,21 @@ class SpeechEvent:
 
 
 @dataclass(frozen=True)
+class FlushedEvent:
+    """A finalize is done: every word of the audio before ``at`` has been emitted as final.
+
+    ``at`` is the stream time (seconds) of the flush mark, the end of the audio the
+    finalize covered. It comes after the flush's final (if it made one) and voice
+    activity, also when the flush found nothing to say, so a door can close a turn
+    on it at once (an OpenAI commit) instead of waiting to see whether words come.
+    Engines with their own loop (`Recognizer`) should emit it too; a door falls
+    back to timers for one that does not.
+    """
+
+    at: float
+
+
+@dataclass(frozen=True)
 class ErrorEvent:
     error: ASRError
 
@@ -104,7 +125,7 @@ class CompleteEvent:
     pass
 
 
-SessionEvent = TranscriptEvent | SpeechEvent | ErrorEvent | CompleteEvent
+SessionEvent = TranscriptEvent | SpeechEvent | FlushedEvent | ErrorEvent | CompleteEvent
 Emit = Callable[[SessionEvent], None]
 
 
@@ -113,12 +134,13 @@ Emit = Callable[[SessionEvent], None]
 
 @dataclass
 class Batch:
-    """What the recognition thread takes in one go: all queued audio, and whether it ended."""
+    """What the recognition thread takes in one go: the queued audio, and what follows it."""
 
     pcm: bytes = b""  # LINEAR16 (s16le) at the hand-off's rate, whole samples
-    ended: bool = False
+    ended: bool = False  # nothing follows: the stream ends after this audio
     aborted: bool = False
-    flush: bool = False  # finalize: make everything heard so far final, then go on
+    # A finalize follows this audio: make everything heard until its end final, then go on.
+    flush: bool = False
 
     @property
     def samples(self) -> int:
@@ -128,7 +150,8 @@ class Batch:
 class AudioHandoff:
     """Bounded, thread-safe PCM queue: the loop puts, the recognition thread takes.
 
-    Holds whole LINEAR16 samples at ``sample_rate`` (the client's rate).
+    Holds whole LINEAR16 samples at ``sample_rate`` (the client's rate), and the
+    flush marks of finalizes between them, in the order they were asked.
     """
 
     def __init__(
@@ -144,7 +167,11 @@ class AudioHandoff:
         self._samples = 0
         self._ended = False
         self._aborted = False
-        self._flush = False
+        # Pending flush marks, oldest first: each is the number of chunks put before it
+        # (counted since the start, like `_chunks_put` and `_chunks_taken`).
+        self._marks: deque[int] = deque()
+        self._chunks_put = 0
+        self._chunks_taken = 0
         self._cond = threading.Condition()
         self._space = asyncio.Event()
         self._put_waiting = False  # a `put` waits for space: the next take wakes it
@@ -166,6 +193,7 @@ class AudioHandoff:
                 # chunk bigger than the capacity cannot wait forever.
                 if self._samples == 0 or self._samples + samples <= self._capacity:
                     self._items.append(pcm)
+                    self._chunks_put += 1
                     self._samples += samples
                     self._cond.notify()
                     return True
@@ -180,9 +208,12 @@ class AudioHandoff:
             self._cond.notify()
 
     def flush(self) -> None:
-        """Ask the recognizer to finalize what it has heard so far (the stream goes on)."""
+        """Ask the recognizer to finalize the audio queued until now (the stream goes on).
+
+        A mark at this point of the queue: audio put after it is not part of this flush.
+        """
         with self._cond:
-            self._flush = True
+            self._marks.append(self._chunks_put)
             self._cond.notify()
 
     def abort(self) -> None:
@@ -190,6 +221,7 @@ class AudioHandoff:
         with self._cond:
             self._aborted = True
             self._items.clear()
+            self._marks.clear()
             self._samples = 0
             self._cond.notify()
         self._space.set()
@@ -201,36 +233,51 @@ class AudioHandoff:
     # -- recognition thread side -------------------------------------------------
 
     def take(self, timeout: float | None = None) -> Batch:
-        """Block until audio, the end or an abort; take everything queued."""
+        """Block until audio, a flush, the end or an abort; take everything queued up to
+        the first flush mark (all of it if there is none), and that mark."""
         with self._cond:
             self._cond.wait_for(
-                lambda: self._items or self._ended or self._aborted or self._flush,
+                lambda: self._items or self._marks or self._ended or self._aborted,
                 timeout=timeout,
             )
             if self._aborted:
                 return Batch(aborted=True)
             pcm, wake = self._drain()
-            batch = Batch(pcm, ended=self._ended, flush=self._flush)
-            self._flush = False
+            flush = bool(self._marks)  # `_drain` stopped at it
+            if flush:
+                self._marks.popleft()
+            ended = self._ended and not self._items and not self._marks
+            batch = Batch(pcm, ended=ended, flush=flush)
         self._wake_put(wake)
         return batch
 
     def take_audio(self) -> bytes:
-        """Take the audio queued now, without waiting; the end, a flush or an abort stay."""
+        """Take the audio queued now up to the first flush mark, without waiting; the mark,
+        the audio after it, the end or an abort stay for `take`."""
         with self._cond:
             pcm, wake = self._drain()
         self._wake_put(wake)
         return pcm
 
     def _drain(self) -> tuple[bytes, bool]:
-        """All queued audio, out of the queue, and whether a `put` waits for space.
+        """The audio queued before the first flush mark (all of it without one), out of
+        the queue, and whether a `put` waits for space.
 
         Hold ``_cond``. Only a waiting `put` is woken: one wake-up per frame
         taken was a self-pipe write and a loop iteration per frame, per session.
         """
-        pcm = b"".join(self._items)
-        self._items.clear()
-        self._samples = 0
+        count = len(self._items)
+        if self._marks:
+            count = self._marks[0] - self._chunks_taken
+        if count == len(self._items):
+            pcm = b"".join(self._items)
+            self._items.clear()
+        else:
+            pcm = b"".join([self._items.popleft() for _ in range(count)])
+        self._chunks_taken += count
+        if not pcm:  # nothing taken: a waiting `put` still waits for space
+            return pcm, False
+        self._samples -= len(pcm) // BYTES_PER_SAMPLE
         wake, self._put_waiting = self._put_waiting, False
         return pcm, wake
 
@@ -404,6 +451,7 @@ class ProcessorRecognizer:
         held: Audio = np.zeros(0, dtype=np.float32)  # decoded, not yet given to the processor
         pending = 0  # samples given since the last committing pass
         unheard = 0  # samples given since the last pass of any kind
+        taken = 0  # samples taken from the hand-off (the client's rate): the stream's time
         step = max(1, int(self.info.min_chunk_sec * ENGINE_SAMPLE_RATE))
 
         def give(samples: int) -> None:
@@ -418,9 +466,13 @@ class ProcessorRecognizer:
             batch = handoff.take()
             if batch.aborted:
                 return
+            taken += batch.samples
             audio = decoder.decode(batch.pcm)
-            if batch.ended:  # and the resampler's last samples
+            if batch.ended or batch.flush:
+                # The resampler's last samples: a finalize covers all the audio before it
+                # (then a new resampler for the audio after it).
                 audio = np.concatenate((audio, decoder.flush()))
+                decoder = PcmDecoder(handoff.sample_rate, ENGINE_SAMPLE_RATE)
             if len(audio):
                 held = np.concatenate((held, audio)) if len(held) else audio
             if batch.ended or batch.flush:
@@ -433,6 +485,8 @@ class ProcessorRecognizer:
                     self._end_pass()
                 cause: FinalCause = "finalize" if batch.flush else "end"
                 self._emit_pass(emit, result, cause, ended=batch.ended)
+                if batch.flush:
+                    emit(FlushedEvent(taken / handoff.sample_rate))
                 if batch.ended:
                     emit(CompleteEvent())
                     return
@@ -445,7 +499,8 @@ class ProcessorRecognizer:
                     return
                 try:
                     if waits:  # audio that came while this pass waited for its turn joins it
-                        more = handoff.take_audio()
+                        more = handoff.take_audio()  # (not past a finalize's mark)
+                        taken += len(more) // BYTES_PER_SAMPLE
                         if more:
                             held = np.concatenate((held, decoder.decode(more)))
                     ready = pending + len(held)

@@ -41,7 +41,7 @@ from app.messages import (
     parse_control,
 )
 from app.plan import SessionPlan
-from app.session import CompleteEvent, ErrorEvent, SpeechEvent, TranscriptEvent
+from app.session import CompleteEvent, ErrorEvent, FlushedEvent, SpeechEvent, TranscriptEvent
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,10 @@ def native_message(event: Outbound, formatter: TranscriptFormatter | None) -> st
         return ErrorMessage(detail=event.error.detail, code=event.error.code).to_json()
     if isinstance(event, CompleteEvent):
         return Complete().to_json()
-    assert isinstance(event, SpeechEvent)
-    return None  # voice activity: the native protocol does not carry it
+    assert isinstance(event, SpeechEvent | FlushedEvent)
+    # Voice activity, and the end of a finalize: the native protocol does not carry them
+    # (its messages are fixed, DESIGN.md §2; STREAMING.md §3: a finalize is not acknowledged).
+    return None
 
 
 class NativeWebSocket(OverHTTP):

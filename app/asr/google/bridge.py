@@ -27,6 +27,10 @@ Why a loop of streams (Google's limits page; "endless streaming" sample):
   stream (Google sends its last finals for everything it got) and opens the
   next one only when audio comes again. Sending silence instead would be
   billed and would add audio the client never sent.
+* A client's finalize half-closes the stream after the audio before it (the
+  hand-off's flush mark); once Google has answered with its last finals the
+  bridge emits `FlushedEvent`. If that stream fails first, the next one
+  resends what is not final and half-closes again.
 
 Known traps of the client library, each handled here: the default retry
 replays a half-consumed request generator (so ``retry=None``); the call
@@ -65,7 +69,7 @@ from app.errors import (
     GoogleQuotaExceeded,
     GoogleUnavailable,
 )
-from app.session import AudioHandoff, CompleteEvent, Emit, TranscriptEvent
+from app.session import AudioHandoff, CompleteEvent, Emit, FlushedEvent, TranscriptEvent
 
 logger = logging.getLogger(__name__)
 
@@ -156,6 +160,7 @@ class Generation:
         self.stop = threading.Event()  # recognition thread → generator: take no more audio
         self.finished = False  # the generator handed over all it took, then half-closed
         self.ending: Ending | None = None
+        self.flushes = False  # it half-closes for a finalize (with the end, or alone)
         self._lock = threading.Lock()
         self._call: Any = None
         self._cancel = False
@@ -233,11 +238,13 @@ class GoogleRecognizer:
                 if self._ended:
                     emit(CompleteEvent())
                     return
-                self._wait_for_audio(handoff)  # a new Google stream opens only with audio
+                self._wait_for_audio(handoff, emit)  # a new Google stream opens only with audio
                 continue
             eager = False
             gen = self._open_generation()
             outcome, error = self._stream(client, gen, handoff, emit)
+            if gen.flushes and outcome is not Outcome.ABORTED:
+                self._after_flush(outcome, emit)
             logger.debug(
                 "[%s] google stream %d ended: %s (%s)",
                 self._sid,
@@ -281,15 +288,26 @@ class GoogleRecognizer:
         )
         return backoff
 
-    def _wait_for_audio(self, handoff: AudioHandoff) -> None:
+    def _wait_for_audio(self, handoff: AudioHandoff, emit: Emit) -> None:
         with self._take_lock:
             batch = handoff.take(timeout=self._poll_sec)
             if batch.aborted:
                 return
             self._buffer.append(batch.pcm)
             self._ended = self._ended or batch.ended
-            if batch.flush and batch.pcm:
-                self._flush_pending = True
+        if batch.flush:
+            if batch.pcm:
+                self._flush_pending = True  # the next stream sends it, then half-closes
+            else:  # Google has made everything before it final already
+                emit(FlushedEvent(self._buffer.end / self._rate))
+
+    def _after_flush(self, outcome: Outcome, emit: Emit) -> None:
+        """A stream that half-closed for a finalize has ended."""
+        if outcome is Outcome.DONE or not self._buffer.samples:
+            # Google's last finals cover every sample up to the finalize's mark.
+            emit(FlushedEvent(self._buffer.end / self._rate))
+        else:  # it failed first: the next stream resends what is not final, then half-closes
+            self._flush_pending = True
 
     def _open_generation(self) -> Generation:
         # Under the take lock: the previous generator can take nothing more, and
@@ -436,7 +454,7 @@ class GoogleRecognizer:
         if self._flush_pending:  # a finalize that came while no stream was open
             self._flush_pending = False
             gen.ending = Ending.FLUSH
-            gen.finished = True
+            gen.flushes = gen.finished = True
             return
         last_audio = time.monotonic()
         while True:
@@ -451,6 +469,7 @@ class GoogleRecognizer:
                 data = batch.pcm
                 self._buffer.append(data)
                 self._ended = self._ended or batch.ended
+                gen.flushes = batch.flush
             now = time.monotonic()
             if data:
                 last_audio = now
