@@ -13,7 +13,7 @@ translates; auth, admission, limits, drain and metrics are the core's
       transcription_session.update)
     input_audio_buffer.append           Audio (base64 → PCM)
     input_audio_buffer.commit           Control("finalize")      committed, item added,
-                                                                 …deltas, completed
+                                        … FlushedEvent           …deltas, completed
     input_audio_buffer.clear            Control("finalize"),     cleared
                                         its text dropped
     finals (never revised)                                       …transcription.delta
@@ -72,7 +72,7 @@ from app.errors import (
 )
 from app.languages import is_bcp47, to_whisper_language
 from app.messages import StreamConfig
-from app.session import CompleteEvent, ErrorEvent, SpeechEvent, TranscriptEvent
+from app.session import CompleteEvent, ErrorEvent, FlushedEvent, SpeechEvent, TranscriptEvent
 from app.ws import deny, strip_punctuation
 
 logger = logging.getLogger(__name__)
@@ -487,25 +487,38 @@ def to_pcm16(data: bytes, fmt: Format) -> bytes:
 
 # A turn ends at a stream time: a commit's (the audio appended until then), or the pause
 # the engine's voice activity heard (server VAD). Its text is the finals' words spoken
-# before that time, so a turn is completed once the engine shows it is past it: a word
-# spoken later, the final a commit's flush makes, or (a commit) voice activity about
-# later audio. A flush that finds nothing left makes no event, and words heard before a
-# pause may become final only at a later pass; failing any sign, a turn is completed
-# after a while without engine events: `FLUSH_QUIET_SEC` when voice activity had
-# stopped before the turn's end (the utterance's finals came before its stop: nothing
-# is left to say), else `FLUSH_SPEECH_WAIT_SEC` (words are coming, however slow the
-# engine: MKL on an AMD CPU took over 2 s to flush a few seconds of speech).
+# before that time, so a turn is completed once the engine shows it is past it. The
+# sure sign is the core's `FlushedEvent`: a commit's flush covers exactly the audio
+# appended before it, and the engine says when it has made every word of that audio
+# final (after the flush's final, if any), also when it found nothing to say; so a
+# commit completes at once, and with it every turn that ended before it. Other signs:
+# a word spoken after a turn's end, or voice activity about later audio (a pause's
+# words may become final only at a later pass).
+#
+# The timers below are a fallback. For a commit, only with an engine that never emits
+# `FlushedEvent` (a `Recognizer` plugin; the local engines and the Google bridge emit
+# it). For a turn a pause ended (nothing is flushed there), when neither a later word
+# nor a commit shows the engine past it. Failing any sign, a turn is completed after a
+# while without engine events: `FLUSH_QUIET_SEC` when voice activity had stopped before
+# the turn's end (the utterance's finals came before its stop: nothing is left to say),
+# else `FLUSH_SPEECH_WAIT_SEC` (words are coming, however slow the engine: MKL on an AMD
+# CPU took over 2 s to flush a few seconds of speech).
 FLUSH_QUIET_SEC = 2.0
 FLUSH_SPEECH_WAIT_SEC = 10.0
 FLUSH_LOOK_SEC = 0.25
+# A `FlushedEvent` covers a turn that ended up to this much after it: the door counts the
+# appended audio in seconds, the core in whole samples (an odd byte waits for the next
+# frame). Far less than `MIN_COMMIT_MS` between two commits.
+FLUSH_AT_SLACK_SEC = 0.001
 
 
 @dataclass
 class Ending:
     """A turn that ended at stream time ``at`` and waits for the rest of its words.
 
-    ``commit``: the client's (the core flushes it); ``clear``: the client's too, its
-    words dropped (``item`` None); ``pause``: voice activity ended it (server VAD).
+    ``commit``: the client's (the core flushes it, and says when with `FlushedEvent`);
+    ``clear``: the client's too, its words dropped (``item`` None); ``pause``: voice
+    activity ended it (server VAD).
     """
 
     item: Item | None
@@ -644,6 +657,9 @@ class OpenAIRealtime(OverHTTP):
         elif isinstance(event, SpeechEvent):
             self._last_engine_event = asyncio.get_running_loop().time()
             await self._on_speech(event)
+        elif isinstance(event, FlushedEvent):
+            self._last_engine_event = asyncio.get_running_loop().time()
+            await self._on_flushed(event)
         elif isinstance(event, ErrorEvent):
             await self._send_json(error_event(event.error))
         elif isinstance(event, CompleteEvent):
@@ -882,15 +898,16 @@ class OpenAIRealtime(OverHTTP):
             await self._completed(ending.item)
 
     async def _on_final(self, event: TranscriptEvent) -> None:
-        """Each word goes to the turn it was spoken in; a word after a turn's end (or the
-        final a commit's flush made) completes that turn."""
+        """Each word goes to the turn it was spoken in; a word after a turn's end completes
+        that turn (a commit's own final is completed by the `FlushedEvent` after it)."""
         flushed = event.cause in ("finalize", "end")
         self._final_begins = True
         texts: list[tuple[Item | None, str]] = []  # (turn, its text), in order, not sent yet
         heard: list[Item] = []  # the turns this final has words for
         for at, text in self._words(event.span):
-            # A flush's final is the commit's, whatever it heard after (the core flushes
-            # all the audio it has): only turns voice activity ended go by time.
+            # A flush's final is the commit's (the flush covers the audio before the
+            # commit), whatever time the engine gives a word: only turns voice activity
+            # ended go by time.
             while self._endings and at >= self._endings[0].at:
                 if flushed and self._endings[0].kind != "pause":
                     break
@@ -909,13 +926,6 @@ class OpenAIRealtime(OverHTTP):
             if target is not None and target not in heard:
                 heard.append(target)
         await self._flush_texts(texts)
-        if event.cause == "finalize":
-            # The commit it answers is complete, and every turn that ended before it.
-            while self._endings:
-                ending = self._endings.popleft()
-                await self._ended(ending)
-                if ending.kind != "pause":
-                    break
         for target in heard:
             target.last_cause = event.cause
 
@@ -934,6 +944,12 @@ class OpenAIRealtime(OverHTTP):
         if words and self._punctuation and "".join(w.word for w in words) == span.text:
             return [(w.start, w.word) for w in words]
         return [((span.start + span.end) / 2, text)]
+
+    async def _on_flushed(self, event: FlushedEvent) -> None:
+        """A flush is done: every word before ``event.at`` is final. The commit (or clear)
+        it answers is complete, and every turn that ended before it."""
+        while self._endings and self._endings[0].at <= event.at + FLUSH_AT_SLACK_SEC:
+            await self._ended(self._endings.popleft())
 
     async def _on_speech(self, event: SpeechEvent) -> None:
         self._last_speech = event
