@@ -11,7 +11,7 @@ import websockets
 
 from bench.server import running_server
 from clients.asr_client import ASRStreamClient, ServerBusy
-from tests.e2e.test_hardening import BASE_ENV, CONFIG
+from tests.e2e.test_hardening import BASE_ENV, CONFIG, wait_metric
 from tests.support.commands import AUDIO, asr_stream, run
 
 pytestmark = pytest.mark.e2e
@@ -27,6 +27,9 @@ def one_slot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 async def hold_the_slot(url: str) -> websockets.ClientConnection:
+    # The previous test's session may still be ending on the server (its close is done
+    # on the client's side first): the slot is free once no session is active.
+    assert await asyncio.to_thread(wait_metric, url, "asr_active_sessions", 0) == 0
     ws = await websockets.connect(url)
     await ws.send(json.dumps(CONFIG))
     assert json.loads(await ws.recv())["type"] == "metadata"
