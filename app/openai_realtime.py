@@ -990,7 +990,7 @@ class OpenAIRealtime(OverHTTP):
         self._boundary_sec = max(self._boundary_sec, event.at)
         item.audio_end_sec = event.at
         await self._commit(item)
-        if item.last_cause == "pause":
+        if event.settled or item.last_cause == "pause":
             # The engine made the utterance final whole at this pause: nothing is left.
             await self._completed(item)
         else:

@@ -98,6 +98,11 @@ class SpeechEvent:
 
     kind: Literal["started", "stopped"]
     at: float
+    settled: bool = False
+    """For ``stopped``: every word spoken before ``at`` has been emitted as final (the
+    pass that heard the pause committed the utterance whole), so a door can close the
+    turn at once. False when the engine cannot say: speech that resumed right at the
+    pause leaves the utterance's last words to a later pass."""
 
 
 @dataclass(frozen=True)
@@ -584,10 +589,17 @@ class ProcessorRecognizer:
         if span is not None:
             emit(TranscriptEvent(span, is_final=True, cause=cause))
             self._last_interim = ""
-        self._emit_speech(emit, until_stop=False)
+        # A pass that ended an utterance (a pause, a finalize, the end) committed it whole.
+        self._emit_speech(emit, until_stop=False, settled=cause in UTTERANCE_ENDS)
 
-    def _emit_speech(self, emit: Emit, *, until_stop: bool, ended: bool = False) -> None:
-        """Emit the voice activity heard so far (``until_stop``: up to its next ``stopped``)."""
+    def _emit_speech(
+        self, emit: Emit, *, until_stop: bool, ended: bool = False, settled: bool = False
+    ) -> None:
+        """Emit the voice activity heard so far (``until_stop``: up to its next ``stopped``).
+
+        ``settled``: the pass just run committed everything heard, so each ``stopped``
+        emitted now is `SpeechEvent.settled`.
+        """
         if self._utterances is not None:
             self._speech += self._utterances.speech_changes(ended=ended)
         held = self._speech
@@ -595,7 +607,7 @@ class ProcessorRecognizer:
         if until_stop:
             count = next((i for i, c in enumerate(held) if c.kind == "stopped"), count)
         for change in held[:count]:
-            emit(SpeechEvent(change.kind, change.at))
+            emit(SpeechEvent(change.kind, change.at, settled and change.kind == "stopped"))
         del held[:count]
 
     def _emit_interim(self, emit: Emit) -> None:

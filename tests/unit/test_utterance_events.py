@@ -188,6 +188,15 @@ async def test_finals_say_why_they_were_made_and_speech_events_frame_them() -> N
         (False, True),
         (True, True),
     ]
+    # Each stop came from the pass that committed its utterance whole (a pause, the end):
+    # a door may close the turn on it at once (`SpeechEvent.settled`).
+    speech_events = [e for e in run.events if isinstance(e, SpeechEvent)]
+    assert [(e.kind, e.settled) for e in speech_events] == [
+        ("started", False),
+        ("stopped", True),
+        ("started", False),
+        ("stopped", True),
+    ]
 
 
 async def test_an_engine_without_voice_activity_says_agreement_finalize_and_end() -> None:
