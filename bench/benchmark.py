@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import platform
 import re
 import subprocess
@@ -111,7 +112,7 @@ def reference_text(name: str) -> str:
     return (AUDIO / name).with_suffix(".txt").read_text()
 
 
-def offline_transcript(name: str) -> str:
+def offline_transcript(name: str, model_name: str | None = None) -> str:
     """The same model on the whole file at once (the bound streaming is judged against)."""
     from faster_whisper import WhisperModel
 
@@ -119,8 +120,9 @@ def offline_transcript(name: str) -> str:
     from app.settings import Settings
 
     settings = Settings()
+    cache = settings.model_cache_dir
     model = WhisperModel(
-        str(resolve_model_dir(TINY_EN, settings.model_cache_dir)),
+        str(resolve_model_dir(model_name or settings.default_model or TINY_EN, cache)),
         device="cpu",
         compute_type=settings.whisper_compute_type,
     )
@@ -273,8 +275,8 @@ def aligned(rows: list[tuple[str, str]]) -> str:
 def machine_row(figures: dict[str, Any]) -> tuple[str, str]:
     m = figures["machine"]
     return (
-        "CPU, GEMM backend, kernel ISA",
-        f"{m['cpu_model']}, {m['gemm_backend']}, {m['cpu_isa']}",
+        "model; CPU, GEMM backend, kernel ISA",
+        f"{figures.get('model', '?')}; {m['cpu_model']}, {m['gemm_backend']}, {m['cpu_isa']}",
     )
 
 
@@ -328,8 +330,15 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="the single-stream figures over the held-out clips (bench.replay --held-out)",
     )
+    parser.add_argument(
+        "--model",
+        help="the model the started server streams and the offline reference uses "
+        "(tiny.en, base, a folder; default: DEFAULT_MODEL, else tiny.en)",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args(argv)
+    if args.model and args.url:
+        parser.error("--model starts its own server: not with --url")
     args.streams = [int(n) for n in args.streams.split(",") if n]  # "": no concurrency runs
     args.clips = HELD_OUT if args.held_out else CLIPS
     if args.soak_only and not args.soak_minutes:
@@ -339,10 +348,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.url:
         figures = asyncio.run(run(args.url, args))
     else:
-        with running_server() as url:
+        env = {"DEFAULT_MODEL": args.model} if args.model else None
+        with running_server(env=env) as url:
             figures = asyncio.run(run(url, args))
+    figures["model"] = args.model or os.environ.get("DEFAULT_MODEL") or "tiny.en"
     if not args.soak_only:
-        pairs = [(reference_text(name), offline_transcript(name)) for name in args.clips]
+        pairs = [
+            (reference_text(name), offline_transcript(name, args.model)) for name in args.clips
+        ]
         figures["wer_offline"] = {
             name: round(word_error_rate(*pair), 4)
             for name, pair in zip(args.clips, pairs, strict=True)
@@ -352,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
     # CTranslate2 makes the same choices as this process's.
     compute = compute_info()
     figures["machine"] = {
-        "cpus": len(__import__("os").sched_getaffinity(0)),
+        "cpus": len(os.sched_getaffinity(0)),
         "processor": platform.processor() or platform.machine(),
         "python": platform.python_version(),
         **compute.as_dict(),
