@@ -24,6 +24,7 @@ from app.core import SessionCore
 from app.deepgram import PATH as DEEPGRAM_PATH
 from app.deepgram import DeepgramWebSocket
 from app.errors import AuthError
+from app.forwarded import ForwardedClient, TrustedProxies
 from app.languages import to_whisper_language
 from app.messages import ErrorMessage
 from app.openai_realtime import PATH as OPENAI_REALTIME_PATH
@@ -79,6 +80,8 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         await webrtc.aclose()
 
     app = FastAPI(title="asr-stream", version="0.1.0", lifespan=lifespan)
+    # A trusted proxy's RFC 7239 Forwarded header (uvicorn reads X-Forwarded-For).
+    app.add_middleware(ForwardedClient, trusted=TrustedProxies(settings.trusted_proxies))
     app.state.settings = settings
     app.state.registry = registry
     app.state.endpoint = endpoint

@@ -113,8 +113,9 @@ class Settings(BaseSettings):
     # address are off by default for the same reason (and NATs): set it for the public.
     max_pending_per_client: int = Field(default=32, ge=1)
     max_sessions_per_client: int = Field(default=0, ge=0)
-    # Proxies whose X-Forwarded-For header names the client (comma-separated
-    # addresses or networks, e.g. "127.0.0.1,10.0.0.0/8"; "*" any). Empty: trust none.
+    # Proxies whose X-Forwarded-For (or RFC 7239 Forwarded) header names the client:
+    # comma-separated addresses or networks, e.g. "127.0.0.1,10.0.0.0/8"; "*" any.
+    # Empty: trust none.
     trusted_proxies: str = ""
     # The Retry-After of a 503 (a full or draining node) or a 429 (a client over its limit).
     retry_after_sec: int = Field(default=5, ge=1, le=3600)
@@ -159,4 +160,19 @@ class Settings(BaseSettings):
             raise ValueError("MAX_BUFFER_SEC must be greater than BUFFER_TRIMMING_SEC")
         if self.max_backlog_sec >= self.audio_queue_seconds:
             raise ValueError("MAX_BACKLOG_SEC must be less than AUDIO_QUEUE_SECONDS")
+        for entry in self.trusted_proxies.split(","):
+            if entry.strip() not in ("", "*") and not _is_network(entry.strip()):
+                raise ValueError(
+                    f"TRUSTED_PROXIES: {entry.strip()[:40]!r} is not an address or a network"
+                )
         return self
+
+
+def _is_network(entry: str) -> bool:
+    import ipaddress
+
+    try:
+        ipaddress.ip_network(entry, strict=False)
+    except ValueError:
+        return False
+    return True

@@ -2,7 +2,7 @@
 
 Pending connections take no session slot and have a per-address allowance, so
 real clients from other addresses are admitted at once; a trusted proxy's
-``X-Forwarded-For`` names the client, anyone else's is ignored. Loopback
+``X-Forwarded-For`` or ``Forwarded`` names the client, anyone else's is ignored. Loopback
 addresses (127.0.0.0/8) serve as distinct client hosts.
 """
 
@@ -108,13 +108,21 @@ async def test_each_address_has_its_own_allowance(tmp_path: Path) -> None:
         assert outcomes.count("refused 429") == 2 * PER_CLIENT
 
 
-async def test_x_forwarded_for_names_the_client_only_from_a_trusted_proxy(
-    tmp_path: Path,
+FORWARDING_HEADERS = {
+    "X-Forwarded-For": lambda i: {"X-Forwarded-For": f"203.0.113.{i}"},
+    # RFC 7239, as HAProxy's `option forwarded` sends it: IPv6 quoted, with a port.
+    "Forwarded": lambda i: {"Forwarded": f'for="[2001:db8::{i}]:4711";proto=http'},
+}
+
+
+@pytest.mark.parametrize("header", FORWARDING_HEADERS)
+async def test_a_forwarded_client_is_believed_only_from_a_trusted_proxy(
+    tmp_path: Path, header: str
 ) -> None:
     env = {**LIMITS, "TRUSTED_PROXIES": "127.0.0.1"}
     with running_server(env=env, log_path=tmp_path / "server.log") as url:
         # From the trusted proxy: each forwarded client has its own allowance.
-        spoofed = [{"X-Forwarded-For": f"203.0.113.{i}"} for i in range(PER_CLIENT + 2)]
+        spoofed = [FORWARDING_HEADERS[header](i) for i in range(PER_CLIENT + 2)]
         via_proxy = await asyncio.gather(
             *(attempt(url, "127.0.0.1", headers) for headers in spoofed)
         )
