@@ -66,7 +66,6 @@ class VadCountingProcessor(CountingProcessor):
 
     def finish(self) -> TextSpan | None:  # type: ignore[override]
         """Like the real engine, a flush of nothing but quiet makes no final."""
-        # (A flush after speech still holds the resampler's last few loud samples.)
         loud, self._loud_since_finish = self._loud_since_finish, 0
         span = super().finish()
         return span if loud >= MIN_LOUD_FRAMES else None
