@@ -33,6 +33,8 @@ from bench.server import ROOT
 BUFFER_SEC = 8.0
 # CTranslate2 batches prompts of one length only: every item keeps its last 30 tokens.
 PROMPT_TOKENS = 30
+# Earlier text for the prompt-length rows of --prefix: read speech no item says.
+PROMPT_TEXT = "heldout_ljspeech_a_16k.txt"
 CLIPS = ("heldout_librispeech_16k.wav", "heldout_mfa_fast_16k.wav", "sonnet_16k.wav")
 
 
@@ -59,7 +61,7 @@ def best(repeats: int, call: Any) -> float:
 
 
 def measure(
-    model_name: str, threads: int, batches: list[int], repeats: int
+    model_name: str, threads: int, batches: list[int], repeats: int, prefix: bool = False
 ) -> list[dict[str, Any]]:
     import ctranslate2
     from faster_whisper import WhisperModel
@@ -85,6 +87,8 @@ def measure(
         [tokenizer.sot_prev, *tokenizer.encode(" " + text)[:PROMPT_TOKENS], *tokenizer.sot_sequence]
         for _, text in items
     ]
+    if prefix:
+        return prefix_rows(fw, tokenizer, features[:4], prompts[:4], model_name, threads, repeats)
     rows = []
     base_costs: dict[str, float] = {}
     for n in batches:
@@ -137,12 +141,99 @@ def measure(
     return rows
 
 
+def prefix_rows(
+    fw: Any,
+    tokenizer: Any,
+    features: list[Any],
+    prompts: list[list[int]],
+    model_name: str,
+    threads: int,
+    repeats: int,
+) -> list[dict[str, Any]]:
+    """Decoding with the first part of each item's own tokens forced as a prefix.
+
+    A streaming pass re-decodes the words it committed before; forced, they
+    might run through the decoder in one step. Per share of the tokens forced:
+    the time of the four items' decoding against decoding all of it, and
+    whether greedy decoding continued with the same tokens.
+    """
+    import ctranslate2
+
+    options: dict[str, Any] = {
+        "beam_size": 1,
+        "return_scores": True,
+        "suppress_blank": True,
+        "suppress_tokens": list(tokenizer.non_speech_tokens),
+        "max_initial_timestamp_index": 50,
+    }
+    items = []
+    for item, prompt in zip(features, prompts, strict=True):
+        storage = ctranslate2.StorageView.from_array(np.ascontiguousarray(item[None]))
+        encoded = fw.model.encode(storage, to_cpu=False)
+        budget = len(prompt) + token_budget(BUFFER_SEC)
+        full = fw.model.generate(encoded, [prompt], max_length=budget, **options)[0]
+        items.append((encoded, prompt, budget, full.sequences_ids[0]))
+    rows = []
+    for share in (0.0, 0.5, 0.75):
+        total, same, generated = 0.0, 0, 0
+        for encoded, prompt, budget, tokens in items:
+            forced = tokens[: int(share * len(tokens))]
+
+            def run(e: Any = encoded, p: list[int] = prompt + forced, b: int = budget) -> list[Any]:
+                return list(fw.model.generate(e, [p], max_length=b, **options))
+
+            total += best(repeats, run)
+            # CTranslate2 returns the forced tokens too, then what it decoded after them.
+            out = run()[0].sequences_ids[0]
+            same += out == tokens
+            generated += len(out) - len(forced)
+        row = {
+            "model": model_name,
+            "threads": threads,
+            "prefix_share": share,
+            "generate_ms_4_items": round(1000 * total, 1),
+            "tokens_generated": generated,
+            "tokens_in_all": sum(len(t) for *_, t in items),
+            "same_continuation": f"{same}/{len(items)}",
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    # The prompt (earlier text, before <|startoftranscript|>) at several lengths.
+    earlier = tokenizer.encode(" " + (ROOT / "test_audio" / PROMPT_TEXT).read_text())
+    for length in (0, 10, 45, 120, 220):
+        total, generated = 0.0, 0
+        for encoded, prompt, _, _ in items:
+            start = prompt[prompt.index(tokenizer.sot) :]
+            p = [tokenizer.sot_prev, *earlier[:length], *start] if length else start
+            b = len(p) + token_budget(BUFFER_SEC)
+
+            def run_prompt(e: Any = encoded, p: list[int] = p, b: int = b) -> list[Any]:
+                return list(fw.model.generate(e, [p], max_length=b, **options))
+
+            total += best(repeats, run_prompt)
+            generated += len(run_prompt()[0].sequences_ids[0])
+        row = {
+            "model": model_name,
+            "threads": threads,
+            "prompt_tokens": length,
+            "generate_ms_4_items": round(1000 * total, 1),
+            "tokens_generated": generated,
+            "ms_per_generated_token": round(1000 * total / generated, 2),
+        }
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Batched model calls, cost per item")
     parser.add_argument("--models", default="tiny.en,base")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--batches", default="1,2,4,8")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--prefix", action="store_true", help="time forced prefixes instead of batches"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     figures: dict[str, Any] = {
@@ -153,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     for model in args.models.split(","):
         for threads in (int(t) for t in args.threads.split(",")):
             figures["rows"] += measure(
-                model, threads, [int(b) for b in args.batches.split(",")], args.repeats
+                model, threads, [int(b) for b in args.batches.split(",")], args.repeats, args.prefix
             )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
