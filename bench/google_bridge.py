@@ -57,7 +57,7 @@ from pathlib import Path
 import numpy as np
 import websockets
 
-from bench.server import ROOT, free_port, wait_ready
+from bench.server import ROOT, cpu_seconds, free_port, wait_ready
 
 RATE = 16_000
 FRAME_MS = 100
@@ -153,12 +153,6 @@ def service(endpoint: str, folder: Path, cpus: set[int]) -> Iterator[tuple[str, 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def probe_results(folder: Path, name: str) -> dict[str, list[float]]:

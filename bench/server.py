@@ -51,6 +51,12 @@ def running_server(
             log.close()  # type: ignore[union-attr]
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wait_ready(port: int, proc: subprocess.Popen[bytes]) -> None:
     """Poll ``/ready`` until it answers 200; raise if the process exits or time runs out."""
     deadline = time.monotonic() + READY_TIMEOUT_SEC

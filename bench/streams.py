@@ -35,7 +35,7 @@ from typing import Any
 from app.cpu_info import compute_info
 from bench.benchmark import FALL_BEHIND_SEC, lags, server_pid, stop_to_complete
 from bench.replay import percentile as pct
-from bench.server import ROOT, running_server
+from bench.server import ROOT, cpu_seconds, running_server
 from bench.stream_latency import corpus_word_error_rate
 from clients.asr_client import ASRStreamClient, StreamResult, read_wav
 
@@ -65,12 +65,6 @@ def speech(index: int, seconds: float) -> tuple[bytes, str]:
         texts.append((AUDIO / name).with_suffix(".txt").read_text().strip())
         i += 1
     return pcm, " ".join(texts)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def one(url: str, pcm: bytes, delay: float, model: str | None) -> StreamResult | str:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 import time
 import wave
@@ -49,15 +48,10 @@ from typing import Any
 import numpy as np
 
 from app.cpu_info import compute_info
-from bench.server import PIDS, ROOT, running_server
+from bench.server import PIDS, ROOT, cpu_seconds, running_server
 from bench.stream_latency import word_error_rate
 from tests.deepgram.latency import native, read, summary
 from tests.webrtc.netns import Link, veth_namespace
-
-
-def cpu_sec(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def rss_mb(pid: int) -> float:
@@ -136,13 +130,15 @@ async def main() -> None:
         for _ in range(args.runs):
             result: dict[str, Any] = {}
             for door in ("native", "webrtc"):
-                before = cpu_sec(pid)
+                before = cpu_seconds(pid)
                 if door == "native":
                     argv = link.python("tests.webrtc.latency", clip, "--native-client", ws)
                     figures = json.loads(await run(argv))
                 else:
                     figures = await webrtc(link, http, args.clip.resolve())
-                figures["server_cpu_per_audio_sec"] = round((cpu_sec(pid) - before) / audio_sec, 3)
+                figures["server_cpu_per_audio_sec"] = round(
+                    (cpu_seconds(pid) - before) / audio_sec, 3
+                )
                 figures["wer"] = round(word_error_rate(reference, figures.pop("transcript")), 4)
                 result[door] = figures
             out["runs"].append(result)
@@ -153,7 +149,7 @@ async def main() -> None:
                 long_clip = looped(args.clip, args.rss_sec, Path(folder))
                 samples: list[tuple[float, float]] = []
                 start = time.monotonic()
-                before = cpu_sec(pid)
+                before = cpu_seconds(pid)
                 task = asyncio.create_task(webrtc(link, http, long_clip))
                 while not task.done():
                     samples.append((round(time.monotonic() - start, 1), round(rss_mb(pid), 1)))
@@ -162,7 +158,9 @@ async def main() -> None:
                 out["rss"] = {
                     "stream_sec": args.rss_sec,
                     "rss_mb": samples,
-                    "server_cpu_per_audio_sec": round((cpu_sec(pid) - before) / args.rss_sec, 3),
+                    "server_cpu_per_audio_sec": round(
+                        (cpu_seconds(pid) - before) / args.rss_sec, 3
+                    ),
                     "finals": long["finals"],
                     "final_lag_max_sec": long["final_lag_max_sec"],
                 }
