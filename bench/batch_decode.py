@@ -166,6 +166,15 @@ def prefix_rows(
         "suppress_tokens": list(tokenizer.non_speech_tokens),
         "max_initial_timestamp_index": 50,
     }
+
+    def decode(encoded: Any, prompt: list[int], max_length: int) -> tuple[float, list[int]]:
+        """Best time of ``repeats`` greedy decodings, and the tokens decoded."""
+
+        def run() -> list[Any]:
+            return list(fw.model.generate(encoded, [prompt], max_length=max_length, **options))
+
+        return best(repeats, run), list(run()[0].sequences_ids[0])
+
     items = []
     for item, prompt in zip(features, prompts, strict=True):
         storage = ctranslate2.StorageView.from_array(np.ascontiguousarray(item[None]))
@@ -178,13 +187,9 @@ def prefix_rows(
         total, same, generated = 0.0, 0, 0
         for encoded, prompt, budget, tokens in items:
             forced = tokens[: int(share * len(tokens))]
-
-            def run(e: Any = encoded, p: list[int] = prompt + forced, b: int = budget) -> list[Any]:
-                return list(fw.model.generate(e, [p], max_length=b, **options))
-
-            total += best(repeats, run)
+            seconds, out = decode(encoded, prompt + forced, budget)
+            total += seconds
             # CTranslate2 returns the forced tokens too, then what it decoded after them.
-            out = run()[0].sequences_ids[0]
             same += out == tokens
             generated += len(out) - len(forced)
         row = {
@@ -205,13 +210,9 @@ def prefix_rows(
         for encoded, prompt, _, _ in items:
             start = prompt[prompt.index(tokenizer.sot) :]
             p = [tokenizer.sot_prev, *earlier[:length], *start] if length else start
-            b = len(p) + token_budget(BUFFER_SEC)
-
-            def run_prompt(e: Any = encoded, p: list[int] = p, b: int = b) -> list[Any]:
-                return list(fw.model.generate(e, [p], max_length=b, **options))
-
-            total += best(repeats, run_prompt)
-            generated += len(run_prompt()[0].sequences_ids[0])
+            seconds, out = decode(encoded, p, len(p) + token_budget(BUFFER_SEC))
+            total += seconds
+            generated += len(out)
         row = {
             "model": model_name,
             "threads": threads,
