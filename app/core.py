@@ -317,7 +317,7 @@ class SessionCore:
                 session_id,
                 info.backend,
                 echo(info.model),  # an engine may take any name a client sends
-                plan.language_code,
+                echo(plan.language_code),  # well-formed and bounded, yet the client's text
                 plan.sample_rate_hertz,
             )
             framer = PcmFramer(plan.sample_rate_hertz)

@@ -16,11 +16,16 @@ WHISPER_LANGUAGES = frozenset(_WHISPER_CODES.split())
 # BCP-47 primary subtags Whisper spells differently.
 _ALIASES = {"jv": "jw", "iw": "he", "nb": "no", "fil": "tl", "in": "id", "ji": "yi"}
 _BCP47 = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*", re.ASCII)
+# RFC 5646 §4.4.1 asks implementations to hold tags of at least 35 characters; 64 leaves room
+# for extensions. The grammar alone has no bound: "en-USen-USen-…" 50,000 characters long is
+# well-formed, and it was taken, echoed in `metadata` and logged whole.
+MAX_TAG_CHARS = 64
 
 
 def is_bcp47(tag: str) -> bool:
-    """A loose well-formedness check: a 2–3 letter language, then subtags."""
-    return bool(_BCP47.fullmatch(tag))  # not `$`, which lets "en\n" through
+    """A loose well-formedness check: a 2–3 letter language, then subtags, 64 characters at most."""
+    # `fullmatch`, not `$`, which lets "en\n" through.
+    return len(tag) <= MAX_TAG_CHARS and bool(_BCP47.fullmatch(tag))
 
 
 def to_whisper_language(tag: str) -> str | None:

@@ -8,7 +8,7 @@ from typing import Literal
 from app.asr.base import EngineRequest, StreamingOptions
 from app.asr.registry import Registry
 from app.errors import ConfigError, echo
-from app.languages import is_bcp47, to_whisper_language
+from app.languages import MAX_TAG_CHARS, is_bcp47, to_whisper_language
 from app.messages import StreamConfig
 from app.settings import MAX_SAMPLE_RATE, MIN_SAMPLE_RATE, Settings
 
@@ -77,7 +77,7 @@ def plan_session(
     if not is_bcp47(language_code):
         raise ConfigError(
             f"Field 'language_code' {echo(language_code)} is not a BCP-47 language tag "
-            "(examples: 'en-US', 'ar-EG').",
+            f"of at most {MAX_TAG_CHARS} characters (examples: 'en-US', 'ar-EG').",
             code="unsupported_language",
             field="language_code",
         )

@@ -35,6 +35,8 @@ def test_is_bcp47() -> None:
     assert is_bcp47("en-US") and is_bcp47("cmn-Hans-CN")
     assert not is_bcp47("en_US") and not is_bcp47("e") and not is_bcp47("en-")
     assert not is_bcp47("en\n") and not is_bcp47("en-US\n")  # `$` matched before a newline
+    assert is_bcp47("en-" + "-".join(["abcdefgh"] * 6) + "-x-abcde")  # 64: the bound
+    assert not is_bcp47("en-US" * 13)  # well-formed subtags ("-USen"), 65 characters
 
 
 def request(model: str = "tiny.en", tag: str = "en-US") -> EngineRequest:
