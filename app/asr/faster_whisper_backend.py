@@ -185,6 +185,55 @@ def repeats_itself(text: str) -> bool:
     return False
 
 
+def loop_start(words: Sequence[str]) -> int | None:
+    """Where a loop's repeats begin: after the first saying of the first phrase of 1-3 words
+    said at least 3 times running, 6+ words in all (the rule of `repeats_itself`, anywhere).
+
+    ``words`` are normalised (`normalize_word`); None when nothing repeats so.
+    """
+    for i in range(len(words)):
+        for n in (1, 2, 3):
+            phrase = words[i : i + n]
+            if len(phrase) < n:
+                break
+            runs = 1
+            while words[i + runs * n : i + (runs + 1) * n] == phrase:
+                runs += 1
+            if runs >= 3 and runs * n >= 6:
+                return i + n
+    return None
+
+
+def cut_loop(result: TranscribeResult) -> TranscribeResult:
+    """``result`` without a loop's repeats, nor anything the model said after them.
+
+    For a pass that looped even on Whisper's full window: its repeats are not speech
+    ("thick, thick, thick, …" 170 times, streamed as final text, was the alternative), and
+    what follows them was decoded from a looping state. The words before are kept; the
+    audio under the loop stays in the buffer for the next pass. A loop only the
+    compression ratio told (no phrase repeats word for word) is left as it is.
+    """
+    words = [(s, w) for s, seg in enumerate(result["segments"]) for w in range(len(seg["words"]))]
+    said = [(at, norm) for at in words if (norm := _norm(result, at))]
+    cut = loop_start([norm for _, norm in said])
+    if cut is None:
+        return result
+    last_segment, last_word = said[cut - 1][0]
+    segments: list[SegmentDict] = []
+    for s, seg in enumerate(result["segments"][: last_segment + 1]):
+        if s == last_segment:
+            kept = seg["words"][: last_word + 1]
+            seg = {**seg, "words": kept, "end": kept[-1]["end"]}
+            seg["text"] = "".join(w["text"] for w in kept)
+        segments.append(seg)
+    return {**result, "segments": segments, "text": "".join(s["text"] for s in segments)}
+
+
+def _norm(result: TranscribeResult, at: tuple[int, int]) -> str:
+    segment, word = at
+    return normalize_word(result["segments"][segment]["words"][word]["text"])
+
+
 def raise_quiet(audio: Audio) -> Audio:
     """``audio``, raised so its loudest frame is at `QUIET_TARGET_DBFS` if it is quieter.
 
@@ -428,7 +477,7 @@ class FasterWhisperASR:
         seconds = len(audio) / SAMPLE_RATE
         audio = raise_quiet(audio)
         if seconds >= FULL_WINDOW_FRAMES / FRAMES_PER_SECOND:  # offline-sized: Whisper's way
-            return self._transcribe(audio, init_prompt)[0]
+            return self._loop_cut(*self._transcribe(audio, init_prompt), seconds)
         _window.one_window = True
         if self.vad_filter and self._vad is None:
             self._vad = buffer_vad()
@@ -444,10 +493,21 @@ class FasterWhisperASR:
                 if not looped:
                     return result
                 logger.debug("short-window pass looped on %.1f s; redone on 30 s", seconds)
-            return self._transcribe(audio, init_prompt, budget)[0]
+            return self._loop_cut(*self._transcribe(audio, init_prompt, budget), seconds)
         finally:
             _window.one_window = False
             _window.vad = None
+
+    @staticmethod
+    def _loop_cut(result: TranscribeResult, looped: bool, seconds: float) -> TranscribeResult:
+        """The last pass's result, without the repeats of a loop it could not avoid."""
+        if not looped:
+            return result
+        cut = cut_loop(result)
+        if cut is not result:
+            dropped = len(result["text"].split()) - len(cut["text"].split())
+            logger.debug("a pass on %.1f s looped; %d repeated words dropped", seconds, dropped)
+        return cut
 
     def _transcribe(
         self, audio: Audio, init_prompt: str, max_new_tokens: int | None = None

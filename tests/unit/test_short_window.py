@@ -99,6 +99,80 @@ def test_repeats_itself(text: str, loops: bool) -> None:
     assert backend.repeats_itself(text) is loops
 
 
+@pytest.mark.parametrize(
+    ("text", "start"),
+    [
+        ("he said thick thick thick thick thick thick thick", 3),
+        ("good morning good morning good morning and then", 2),
+        ("a b c a b c a b c d", 3),
+        ("ha ha ha ha ha ha", 1),
+        ("no no no and very very very very", None),  # people say that
+        ("and so my fellow americans", None),
+        ("", None),
+    ],
+)
+def test_loop_start_is_after_the_first_saying_of_the_repeated_phrase(
+    text: str, start: int | None
+) -> None:
+    assert backend.loop_start(text.split()) == start
+
+
+def _word(text: str, start: float) -> dict[str, Any]:
+    return {"start": start, "end": start + 0.3, "text": text, "probability": 0.9}
+
+
+def _segment(texts: list[str], start: float) -> dict[str, Any]:
+    words = [_word(t, start + 0.3 * i) for i, t in enumerate(texts)]
+    return {"start": start, "end": words[-1]["end"], "text": "".join(texts), "words": words}
+
+
+# What BUFFER_TRIMMING_SEC=8 streamed on a held-out clip: a loop the 30 s redo repeated.
+THICK = [_segment([" He", " said"], 0.0), _segment([" thick,"] * 40, 1.0)]
+
+
+def test_cut_loop_keeps_the_words_before_the_loop_and_its_first_saying() -> None:
+    after = _segment([" and", " then"], 14.0)
+    result = backend.cut_loop({"text": "…", "segments": [*THICK, after], "language": "en"})
+    assert result["text"] == " He said thick,"
+    assert [[w["text"] for w in s["words"]] for s in result["segments"]] == [
+        [" He", " said"],
+        [" thick,"],
+    ]
+    assert result["segments"][1]["end"] == pytest.approx(1.3)  # the kept word's end
+
+
+def test_cut_loop_leaves_a_result_without_word_for_word_repeats_alone() -> None:
+    result = {"text": " He said", "segments": [THICK[0]], "language": "en"}
+    assert backend.cut_loop(result) is result  # type: ignore[arg-type]
+
+
+class _WordSegment(_Segment):
+    def __init__(self, words: list[dict[str, Any]], compression_ratio: float) -> None:
+        super().__init__("".join(w["text"] for w in words), compression_ratio)
+        self.start, self.end = words[0]["start"], words[-1]["end"]
+        self.words = [
+            SimpleNamespace(start=w["start"], end=w["end"], word=w["text"], probability=0.9)
+            for w in words
+        ]
+
+
+class _AlwaysLooping(_LoopingModel):
+    """Loops on the short window and on the full one alike."""
+
+    def transcribe(self, audio: object, **options: object) -> tuple[list[_Segment], object]:
+        self.windows.append(getattr(backend._window, "frames", None))
+        info = type("Info", (), {"language": "en"})()
+        return [_WordSegment(s["words"], 1.5) for s in THICK], info
+
+
+def test_a_pass_that_loops_on_both_windows_loses_the_repeats_not_the_words_before() -> None:
+    model = _AlwaysLooping()
+    asr = backend.FasterWhisperASR("en", model=model, short_window=True)
+    result = asr.transcribe(np.zeros(8 * 16_000, dtype=np.float32))
+    assert model.windows == [1000, None]  # the redo on 30 s looped too
+    assert [w.word for w in asr.ts_words(result)] == [" He", " said", " thick,"]
+
+
 def test_token_budget_grows_with_the_audio_and_leaves_room_for_the_longest_prompt() -> None:
     assert backend.token_budget(0.5) == 28
     assert backend.token_budget(10.0) == 170
