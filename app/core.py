@@ -241,9 +241,15 @@ class SessionCore:
         # Local engines add preview passes while at most one session per two cores streams.
         cores = len(os.sched_getaffinity(0))
         workers = settings.whisper_num_workers or cores
-        self.engine_load = EngineLoad(light_sessions=max(1, cores // 2), passes=workers)
+        self.engine_load = EngineLoad(
+            light_sessions=max(1, cores // 2),
+            passes=workers,
+            busy_sessions=settings.busy_sessions or 2 * workers,
+        )
         load = self.engine_load
-        self.metrics.watch_engine_turns(lambda: load.waiting, lambda: load.running)
+        self.metrics.watch_engine_turns(
+            lambda: load.waiting, lambda: load.running, lambda: load.busy
+        )
         policy = CapacityPolicy(
             workers=workers,
             ceiling=settings.max_sessions,

@@ -56,8 +56,10 @@ class Metrics:
             lambda: sum(t.name.startswith("asr-") for t in threading.enumerate())
         )
 
-    def watch_engine_turns(self, waiting: Callable[[], int], running: Callable[[], int]) -> None:
-        """Report the engine's turns (`app.session.EngineLoad`) at each scrape."""
+    def watch_engine_turns(
+        self, waiting: Callable[[], int], running: Callable[[], int], busy: Callable[[], bool]
+    ) -> None:
+        """Report the engine's turns and whether it is busy (`app.session.EngineLoad`)."""
         r = self.registry
         Gauge(
             "asr_engine_passes_waiting", "Sessions waiting for a turn at the engine", registry=r
@@ -65,6 +67,11 @@ class Metrics:
         Gauge("asr_engine_passes_running", "Engine passes running now", registry=r).set_function(
             running
         )
+        Gauge(
+            "asr_engine_busy",
+            "1 while more than BUSY_SESSIONS local sessions stream (shorter buffers)",
+            registry=r,
+        ).set_function(lambda: float(busy()))
 
     def watch_admission(self, admission: Admission) -> None:
         """Capacity and load per pool at each scrape: what an autoscaler or balancer reads."""

@@ -43,6 +43,7 @@ from app.asr.base import (
     ProcessorResult,
     Recognizer,
     SpeechChange,
+    SupportsBusy,
     SupportsInterim,
     SupportsPreview,
     SupportsUtterances,
@@ -322,10 +323,18 @@ class EngineLoad:
     about three times as long and heard audio that old by its end; with turns,
     p95 lag went 3.5-3.7 -> 2.5-2.7 s and p50 2.1-2.3 -> 1.5-1.6 s.
     A preview pass only runs if a turn is free at once.
+
+    Past ``busy_sessions`` sessions the engine is busy: processors that can
+    (`SupportsBusy`) do less per pass. `OnlineASRProcessor` trims its buffer
+    sooner (BUSY_BUFFER_TRIMMING_SEC), which doubled the streams a 2-core node
+    keeps at p95 lag of finals under 3 s (6 to 12; bench/results/README.md).
     """
 
-    def __init__(self, light_sessions: int, passes: int | None = None) -> None:
+    def __init__(
+        self, light_sessions: int, passes: int | None = None, busy_sessions: int | None = None
+    ) -> None:
         self.light_sessions = light_sessions
+        self.busy_sessions = busy_sessions  # None: never busy
         self.sessions = 0
         self._lock = threading.Lock()
         # Engine passes at once (None: no limit); the others wait in arrival order.
@@ -388,6 +397,10 @@ class EngineLoad:
     @property
     def light(self) -> bool:
         return self.sessions <= self.light_sessions
+
+    @property
+    def busy(self) -> bool:
+        return self.busy_sessions is not None and self.sessions > self.busy_sessions
 
 
 PassObserver = Callable[[float, float], None]
@@ -514,6 +527,8 @@ class ProcessorRecognizer:
                     )
                     # Up to the latest whole step; a pass that is late hears everything.
                     give(len(held) if late else ready // step * step - pending)
+                    if self.load is not None and isinstance(self.processor, SupportsBusy):
+                        self.processor.set_busy(self.load.busy)
                     result = self._timed(self.processor.process_iter, unheard)
                 finally:
                     self._end_pass()

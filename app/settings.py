@@ -88,6 +88,11 @@ class Settings(BaseSettings):
     first_commit_sec: float = Field(default=4.0, ge=0.0, le=10.0)
     buffer_trimming: Literal["segment", "sentence"] = "segment"
     buffer_trimming_sec: float = Field(default=15.0, gt=1.0, le=28.0)
+    # While more than BUSY_SESSIONS local sessions stream (0: two per engine worker), each
+    # trims its buffer past this long instead, keeping half of it: 12 streams kept in real
+    # time on 2 cores instead of 6, at +0.5 points of WER (bench/results/README.md). 0: off.
+    busy_buffer_trimming_sec: float = Field(default=6.0, ge=0.0, le=28.0)
+    busy_sessions: int = Field(default=0, ge=0)
     max_buffer_sec: float = Field(default=25.0, gt=6.0, le=29.0)
 
     # Limits

@@ -4,6 +4,7 @@
     python -m bench.replay --step 0.5 --no-short-window test_audio/en_16k.wav
     python -m bench.replay --held-out                       # clips nothing was tuned on
     python -m bench.replay --gain -45 test_audio/jfk_16k.wav  # as a quiet microphone gives it
+    python -m bench.replay --held-out --busy                # as a server past BUSY_SESSIONS
     CT2_USE_MKL=1 python -m bench.replay --json out.json     # Intel's GEMM backend, figures kept
 
 The first line names the machine: the CPU, and the GEMM backend (MKL or oneDNN)
@@ -94,8 +95,12 @@ def at_gain(samples: np.ndarray, db: float) -> np.ndarray:
     return (np.round(scaled * 32768) / 32768).astype(np.float32)
 
 
-def replay(loader: FasterWhisperLoader, audio: np.ndarray, step: float) -> dict[str, Any]:
+def replay(
+    loader: FasterWhisperLoader, audio: np.ndarray, step: float, *, busy: bool = False
+) -> dict[str, Any]:
     """Stream ``audio`` through a fresh processor, one pass per ``step`` of audio.
+
+    ``busy``: as a server does past BUSY_SESSIONS streams (a shorter buffer).
 
     ``lags``: for each final, when it would reach a client of a server that
     starts each pass once its step has arrived and does nothing else (the end
@@ -105,6 +110,7 @@ def replay(loader: FasterWhisperLoader, audio: np.ndarray, step: float) -> dict[
     """
     request = ENGLISH
     processor, _ = loader.load(request)
+    processor.set_busy(busy)
     hop = int(step * ENGINE_SAMPLE_RATE)
     texts: list[str] = []
     lags: list[float] = []
@@ -157,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--held-out", action="store_true", help="the held-out clips instead of the usual ones"
     )
+    parser.add_argument(
+        "--busy",
+        action="store_true",
+        help="stream as a busy server does (BUSY_BUFFER_TRIMMING_SEC, not BUFFER_TRIMMING_SEC)",
+    )
     parser.add_argument("--json", type=Path, help="also write every line printed here, as one list")
     args = parser.parse_args(argv)
     machine = compute_info()
@@ -175,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.gain:
             audio = at_gain(audio, args.gain)
         reference = path.with_suffix(".txt").read_text()
-        streamed = replay(loader, audio, args.step)
+        streamed = replay(loader, audio, args.step, busy=args.busy)
         whole = offline(loader, audio)
         row = {
             "clip": path.name,

@@ -242,6 +242,17 @@ class SupportsPreview(SupportsInterim, Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsBusy(Protocol):
+    """An `ASRProcessor` that can do less per pass while its engine is busy.
+
+    The session tells it before each committing pass (`app.session.EngineLoad`);
+    what "less" means is the processor's own (`OnlineASRProcessor`: a shorter buffer).
+    """
+
+    def set_busy(self, busy: bool) -> None: ...
+
+
 @dataclass(frozen=True)
 class SpeechChange:
     """Voice activity turned: speech ``started``, or ``stopped`` at a pause, at ``at`` seconds."""

@@ -181,6 +181,7 @@ class FasterWhisperLoader:
     def load(self, request: EngineRequest) -> tuple[OnlineASRProcessor, EngineInfo]:
         settings, opts = self._settings, request.options
         trimming_sec = opts.buffer_trimming_sec or settings.buffer_trimming_sec
+        busy_sec = min(settings.busy_buffer_trimming_sec, trimming_sec)
         options = ProcessorOptions(
             buffer_trimming=opts.buffer_trimming or settings.buffer_trimming,
             buffer_trimming_sec=trimming_sec,
@@ -188,6 +189,9 @@ class FasterWhisperLoader:
             max_buffer_sec=max(settings.max_buffer_sec, trimming_sec + 1.0),
             pause_sec=settings.vad_pause_sec,
             first_commit_sec=settings.first_commit_sec,
+            # A trimming the client chose is kept whatever the load.
+            busy_trimming_sec=busy_sec if busy_sec and not opts.buffer_trimming_sec else None,
+            busy_keep_sec=min(TRIM_KEEP_SEC, busy_sec / 2),
         )
         speech = None
         if settings.streaming_vad:

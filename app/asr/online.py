@@ -11,6 +11,9 @@ Changes from the original, each for a failure it showed:
 
 * A segment cut keeps ``trim_keep_sec`` of audio when it can: the words
   after it are decoded with that much audio context, not just the prompt.
+* While the session says the engine is busy (`set_busy`), the buffer is
+  trimmed at ``busy_trimming_sec``, keeping ``busy_keep_sec``: a pass then
+  decodes fewer words again, which is most of its cost.
 * A hard cap (``max_buffer_sec``) on the buffer. Segment trimming only cuts at
   the end of a finished segment; when Whisper returns one long segment the
   buffer grew to 25–40 s and each pass took seconds. Past the cap the
@@ -293,6 +296,11 @@ class ProcessorOptions:
     # Before anything is committed (no prompt yet), agreement commits only when
     # both agreeing passes heard at least this much audio (0: from the second pass).
     first_commit_sec: float = 0.0
+    # While the engine is busy (`OnlineASRProcessor.set_busy`): trim past this long,
+    # keeping `busy_keep_sec` (None: trim as when it is not). A shorter buffer is a
+    # cheaper pass: fewer tokens decoded again each second.
+    busy_trimming_sec: float | None = None
+    busy_keep_sec: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_buffer_sec <= FORCED_CUT_KEEP_SEC:
@@ -357,6 +365,7 @@ class OnlineASRProcessor:
         self._quiet_since: float | None = None  # start of the silence after speech
         self._changes: list[SpeechChange] = []
         self._utterance_ended = False
+        self.busy = False  # see `set_busy`
         self.init()
 
     # -- ASRProcessor protocol ------------------------------------------------
@@ -380,6 +389,10 @@ class OnlineASRProcessor:
             scored = len(self.speech.speech)
             self.speech.accept(audio)
             self._track_speech(scored)
+
+    def set_busy(self, busy: bool) -> None:
+        """Trim at `ProcessorOptions.busy_trimming_sec` from the next pass on, or not."""
+        self.busy = busy
 
     def process_iter(self) -> TextSpan | None:
         """Transcribe the buffer, commit what two passes agree on, trim the buffer."""
@@ -656,12 +669,13 @@ class OnlineASRProcessor:
     def _trim(self, result: TranscribeResult) -> list[TimedWord]:
         """Cut committed audio from the buffer; enforce the hard cap. Returns forced commits."""
         opts = self.options
-        if self.buffer_duration > opts.buffer_trimming_sec:
+        trimming_sec, keep_sec = self._trimming()
+        if self.buffer_duration > trimming_sec:
             if opts.buffer_trimming == "sentence":
                 self._cut_at_sentence()
             else:
-                self._cut_at_segment(result)
-            if self.speech is not None and self.buffer_duration > opts.buffer_trimming_sec:
+                self._cut_at_segment(result, keep_sec)
+            if self.speech is not None and self.buffer_duration > trimming_sec:
                 # Whisper gave one long segment (or no sentence ended): cut after the
                 # last committed word instead of letting the buffer grow to the cap,
                 # where passes get slow and the model starts to invent text.
@@ -670,14 +684,21 @@ class OnlineASRProcessor:
             return self._force_cut()
         return []
 
-    def _cut_at_segment(self, result: TranscribeResult) -> None:
-        """Cut at the latest committed segment end (not the last) that keeps `trim_keep_sec`."""
+    def _trimming(self) -> tuple[float, float]:
+        """The buffer length to trim past, and the audio a segment cut keeps, for now."""
+        opts = self.options
+        if self.busy and opts.busy_trimming_sec is not None:
+            return opts.busy_trimming_sec, opts.busy_keep_sec
+        return opts.buffer_trimming_sec, opts.trim_keep_sec
+
+    def _cut_at_segment(self, result: TranscribeResult, keep_sec: float) -> None:
+        """Cut at the latest committed segment end (not the last) that keeps ``keep_sec``."""
         if not self.hypothesis.committed_in_buffer:
             return
         last_committed = self.hypothesis.last_committed_time
         ends = [end + self.buffer_time_offset for end in self.asr.segments_end_ts(result)[:-1]]
         done = [end for end in ends if end <= last_committed]
-        roomy = [end for end in done if self.buffer_end - end >= self.options.trim_keep_sec]
+        roomy = [end for end in done if self.buffer_end - end >= keep_sec]
         if roomy:
             self._cut_at(max(roomy))
         elif done:  # every committed segment ends late: keep as much as they allow

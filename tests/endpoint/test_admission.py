@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import pytest
 from fastapi.testclient import TestClient
@@ -152,3 +153,26 @@ def test_past_the_grace_a_drain_ends_sessions_with_their_finals_complete_and_101
     assert messages[-1] == {"type": "complete"}
     finals = "".join(m["text"] for m in messages if m.get("is_final"))
     assert finals.split() == ["w0", "w1", "end32000"]  # every second sent is final
+
+
+def test_the_engine_reads_busy_past_busy_sessions_and_idle_again_after() -> None:
+    with make_client(busy_sessions=1, api_keys="k1") as client:
+        assert metric(client, "asr_engine_busy") == 0
+        with client.websocket_connect(URL, headers=AUTH) as a:
+            start(a)
+            send_audio(a, 0.5)
+            assert metric(client, "asr_engine_busy") == 0  # one session: not past one
+            with client.websocket_connect(URL, headers=AUTH) as b:
+                start(b)
+                send_audio(b, 0.5)
+                assert until(lambda: metric(client, "asr_engine_busy") == 1)
+            assert until(lambda: metric(client, "asr_engine_busy") == 0)
+
+
+def until(condition: Callable[[], bool], timeout_sec: float = 5.0) -> bool:
+    deadline = time.monotonic() + timeout_sec
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True

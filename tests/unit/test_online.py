@@ -384,6 +384,45 @@ def test_segment_trimming_keeps_trim_keep_sec_of_audio_when_a_segment_end_allows
     assert d.text == text_of([w for w in script if w.end <= 20.0])
 
 
+@pytest.mark.parametrize(("busy", "cut"), [(False, 0.0), (True, 3.95)])
+def test_a_busy_processor_trims_at_the_busy_length_and_keeps_the_busy_tail(
+    busy: bool, cut: float
+) -> None:
+    # As above: the 7 s pass has committed w0..w11 (to 5.95), under the 10 s idle trimming.
+    script = regular_words(40, per_segment=4)
+    options = ProcessorOptions(
+        buffer_trimming_sec=10.0,
+        max_buffer_sec=20.0,
+        trim_keep_sec=5.0,
+        busy_trimming_sec=6.0,
+        busy_keep_sec=3.0,
+    )
+    d = make_processor(script, options)
+    d.processor.set_busy(busy)
+    for _ in range(7):
+        d.step(1.0)
+    # Busy: past 6 s, cut at the latest committed segment end that leaves 3 s.
+    assert d.processor.buffer_time_offset == pytest.approx(cut)
+    d.processor.set_busy(False)  # no longer busy: the buffer grows to the idle length again
+    for _ in range(3):
+        d.step(1.0)
+    assert d.processor.buffer_duration > 6.0
+    for _ in range(10):
+        d.step(1.0)
+    d.finish()
+    assert d.text == text_of([w for w in script if w.end <= 20.0])
+
+
+def test_a_busy_processor_without_a_busy_length_trims_as_when_idle() -> None:
+    script = regular_words(40, per_segment=4)
+    options = ProcessorOptions(buffer_trimming_sec=10.0, max_buffer_sec=20.0)
+    d = make_processor(script, options)
+    d.processor.set_busy(True)
+    for _ in range(7):
+        d.step(1.0)
+    assert d.processor.buffer_time_offset == 0.0
+
+
 def test_segment_trimming_never_cuts_at_the_last_segment_end() -> None:
     # Two segments of speech (w0..w3 to 1.95, w4..w7 to 3.95), then silence.
     script = regular_words(8, per_segment=4)

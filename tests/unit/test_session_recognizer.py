@@ -254,6 +254,42 @@ async def test_light_load_adds_previews_between_commits_and_a_busier_process_dro
     assert [t for t, final in h.transcripts if not final][:2] == [" heard 8000", " heard 16000"]
 
 
+@dataclass
+class BusyProcessor(ScriptedProcessor):
+    """Logs what the session told it before each pass (`SupportsBusy`)."""
+
+    def set_busy(self, busy: bool) -> None:
+        self.log.append(("busy", int(busy)))
+
+
+async def test_each_committing_pass_is_told_whether_the_engine_is_busy() -> None:
+    load = EngineLoad(light_sessions=1, busy_sessions=2)
+    processor = BusyProcessor()
+    h = await started(harness(processor, load=load))
+    await h.put_and_settle(silence(1.0))
+    with load, load:  # two more sessions stream: three, past busy_sessions
+        assert load.busy
+        await h.put_and_settle(silence(1.0))
+    await h.put_and_settle(silence(1.0))  # alone again
+    h.handoff.end()
+    h.join()
+    told = [(kind, n) for kind, n in processor.log if kind in ("busy", "iter")]
+    assert told == [
+        ("busy", 0),
+        ("iter", SR),
+        ("busy", 1),
+        ("iter", 2 * SR),
+        ("busy", 0),
+        ("iter", 3 * SR),
+    ]
+
+
+def test_an_engine_load_without_busy_sessions_is_never_busy() -> None:
+    load = EngineLoad(light_sessions=0)
+    with load, load, load:
+        assert not load.light and not load.busy
+
+
 async def test_no_previews_while_a_pass_takes_longer_than_the_preview_step() -> None:
     """A slow pass (a long buffer) leaves no time for a preview before the next commit."""
     processor = PreviewProcessor()
