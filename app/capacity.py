@@ -68,6 +68,20 @@ class CapacityPolicy:
         return max(1, min(fits, self.ceiling))
 
 
+def busy_sessions(policy: CapacityPolicy, cost: float | None) -> int:
+    """Local sessions past which the engine is busy (`app.session.EngineLoad`), when
+    BUSY_SESSIONS leaves it to the node: the streams the start-up ``cost`` fits.
+
+    That cost assumes continuous speech at the full buffer, so it is where the
+    node starts to queue passes, whatever LOCAL_CAPACITY admits: on 2 cores
+    (AMD EPYC) 3 for ``tiny.en``, 1 for ``base``, whose lag of finals past those
+    counts was lower with the busy buffer. Two per worker when nothing was measured.
+    """
+    if cost is None or cost <= 0.0:
+        return 2 * policy.workers
+    return max(1, math.floor(policy.workers * policy.target_utilization / cost))
+
+
 class CapacityEstimate:
     """The live estimate: a prior, then the mean cost of the passes really run.
 

@@ -19,7 +19,7 @@ from app.admin import admin_router
 from app.admission import Pool
 from app.asr.base import EngineRequest, RecognizerLoader
 from app.asr.registry import Registry, set_current
-from app.capacity import SupportsCostEstimate
+from app.capacity import SupportsCostEstimate, busy_sessions
 from app.core import SessionCore
 from app.deepgram import PATH as DEEPGRAM_PATH
 from app.deepgram import DeepgramWebSocket
@@ -65,16 +65,22 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         if not isinstance(loader, RecognizerLoader):
             await asyncio.to_thread(loader.load, request)
         if isinstance(loader, SupportsCostEstimate):
-            endpoint.admission.estimate.set_prior(loader.stream_cost())
+            cost = loader.stream_cost()
+            endpoint.admission.estimate.set_prior(cost)
+            if not settings.busy_sessions:
+                policy = endpoint.admission.estimate.policy
+                endpoint.engine_load.busy_sessions = busy_sessions(policy, cost)
         app.state.ready = True
         estimate = endpoint.admission.estimate
         logger.info(
-            "ready: default backend %s, model %s; local capacity %d streams (%s, cost %s)",
+            "ready: default backend %s, model %s; local capacity %d streams (%s, cost %s); "
+            "busy past %s sessions",
             request.backend,
             request.model,
             endpoint.admission.local_capacity,
             estimate.source,
             "unknown" if estimate.cost is None else f"{estimate.cost:.3f}",
+            endpoint.engine_load.busy_sessions,
         )
         yield
         await webrtc.aclose()
@@ -174,6 +180,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             "capacity_source": admission.estimate.source,
             "max_sessions": settings.max_sessions,
             "accepting": app.state.ready and admission.has_room(endpoint.default_pool),
+            # Past busy_sessions local sessions, streams trim their buffers sooner.
+            "busy": endpoint.engine_load.busy,
+            "busy_sessions": endpoint.engine_load.busy_sessions,
         }
         if not app.state.ready or endpoint.draining:
             status = "draining" if endpoint.draining else "loading"

@@ -176,3 +176,27 @@ def until(condition: Callable[[], bool], timeout_sec: float = 5.0) -> bool:
             return False
         time.sleep(0.02)
     return True
+
+
+class MeasuredLoader(CountingLoader):
+    """A loader whose start-up pass measured 0.5 core-seconds per audio second."""
+
+    def stream_cost(self) -> float | None:
+        return 0.5
+
+
+@pytest.mark.parametrize(("setting", "busy_sessions"), [(0, 3), (7, 7)])
+def test_ready_shows_where_the_engine_turns_busy(setting: int, busy_sessions: int) -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        default_backend="scripted",
+        default_model="counting",
+        whisper_num_workers=2,
+        busy_sessions=setting,
+    )
+    registry = Registry(settings, entries={})
+    registry.register_loader("scripted", MeasuredLoader())
+    with TestClient(create_app(settings, registry)) as client:
+        ready = client.get("/ready").json()
+    # 0: the streams the start-up cost fits, 2 workers x 0.8 / 0.5; else the setting.
+    assert (ready["busy"], ready["busy_sessions"]) == (False, busy_sessions)

@@ -11,6 +11,7 @@ from app.capacity import (
     WINDOW_SEC,
     CapacityEstimate,
     CapacityPolicy,
+    busy_sessions,
 )
 from app.errors import Overloaded, TooManyConnections, http_status
 from app.settings import Settings
@@ -29,6 +30,16 @@ def test_capacity_is_the_streams_whose_cost_fits_the_workers_at_the_target_use()
 def test_the_operators_figure_wins_but_not_over_the_ceiling() -> None:
     assert CapacityPolicy(workers=2, ceiling=32, override=5).streams_for(0.01) == 5
     assert CapacityPolicy(workers=2, ceiling=4, override=10).streams_for(None) == 4
+
+
+def test_the_engine_is_busy_past_the_streams_the_start_up_cost_fits() -> None:
+    policy = CapacityPolicy(workers=2, ceiling=32, target_utilization=0.8)
+    assert busy_sessions(policy, 0.45) == 3  # tiny.en's start-up pass on 2 AMD EPYC cores
+    assert busy_sessions(policy, 1.2) == 1  # base's
+    assert busy_sessions(policy, 5.0) == 1  # never busy with one stream
+    assert busy_sessions(policy, None) == 4  # unmeasured: two per worker
+    # LOCAL_CAPACITY admits what the operator says; the engine's queue starts where it does.
+    assert busy_sessions(CapacityPolicy(workers=2, ceiling=32, override=20), 0.45) == 3
 
 
 def test_live_windows_replace_the_prior_then_move_it_by_their_weight() -> None:
