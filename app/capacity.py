@@ -64,8 +64,11 @@ class CapacityPolicy:
             return min(self.override, self.ceiling)
         if cost is None or cost <= 0.0:
             return self.ceiling
-        fits = math.floor(self.workers * self.target_utilization / cost)
-        return max(1, min(fits, self.ceiling))
+        return min(self.fits(cost), self.ceiling)
+
+    def fits(self, cost: float) -> int:
+        """Streams at ``cost`` (> 0) the workers carry at the target use: at least 1."""
+        return max(1, math.floor(self.workers * self.target_utilization / cost))
 
 
 def busy_sessions(policy: CapacityPolicy, cost: float | None) -> int:
@@ -79,7 +82,7 @@ def busy_sessions(policy: CapacityPolicy, cost: float | None) -> int:
     """
     if cost is None or cost <= 0.0:
         return 2 * policy.workers
-    return max(1, math.floor(policy.workers * policy.target_utilization / cost))
+    return policy.fits(cost)
 
 
 class CapacityEstimate:

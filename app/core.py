@@ -39,7 +39,7 @@ from app.asr.base import EngineInfo, Recognizer, RecognizerLoader
 from app.asr.registry import Registry
 from app.audio import PcmFramer
 from app.auth import Authenticator
-from app.capacity import CapacityEstimate, CapacityPolicy
+from app.capacity import CapacityEstimate, CapacityPolicy, busy_sessions
 from app.errors import (
     ASRError,
     BackendFailure,
@@ -241,19 +241,20 @@ class SessionCore:
         # Local engines add preview passes while at most one session per two cores streams.
         cores = len(os.sched_getaffinity(0))
         workers = settings.whisper_num_workers or cores
-        self.engine_load = EngineLoad(
-            light_sessions=max(1, cores // 2),
-            passes=workers,
-            busy_sessions=settings.busy_sessions or 2 * workers,
-        )
-        load = self.engine_load
-        self.metrics.watch_engine_turns(
-            lambda: load.waiting, lambda: load.running, lambda: load.busy
-        )
         policy = CapacityPolicy(
             workers=workers,
             ceiling=settings.max_sessions,
             override=settings.local_capacity or None,
+        )
+        self.engine_load = EngineLoad(
+            light_sessions=max(1, cores // 2),
+            passes=workers,
+            # Until the start-up pass is timed (`app.main`), or as the operator set it.
+            busy_sessions=settings.busy_sessions or busy_sessions(policy, None),
+        )
+        load = self.engine_load
+        self.metrics.watch_engine_turns(
+            lambda: load.waiting, lambda: load.running, lambda: load.busy
         )
         self.admission = Admission(settings, CapacityEstimate(policy))
         self.admission.behind = self.local_streams_behind

@@ -213,8 +213,12 @@ def cut_loop(result: TranscribeResult) -> TranscribeResult:
     audio under the loop stays in the buffer for the next pass. A loop only the
     compression ratio told (no phrase repeats word for word) is left as it is.
     """
-    words = [(s, w) for s, seg in enumerate(result["segments"]) for w in range(len(seg["words"]))]
-    said = [(at, norm) for at in words if (norm := _norm(result, at))]
+    said = [  # (segment, word) of each word that says something, and its normal form
+        ((s, w), norm)
+        for s, segment in enumerate(result["segments"])
+        for w, word in enumerate(segment["words"])
+        if (norm := normalize_word(word["text"]))
+    ]
     cut = loop_start([norm for _, norm in said])
     if cut is None:
         return result
@@ -227,11 +231,6 @@ def cut_loop(result: TranscribeResult) -> TranscribeResult:
             seg["text"] = "".join(w["text"] for w in kept)
         segments.append(seg)
     return {**result, "segments": segments, "text": "".join(s["text"] for s in segments)}
-
-
-def _norm(result: TranscribeResult, at: tuple[int, int]) -> str:
-    segment, word = at
-    return normalize_word(result["segments"][segment]["words"][word]["text"])
 
 
 def raise_quiet(audio: Audio) -> Audio:
