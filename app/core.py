@@ -254,7 +254,7 @@ class SessionCore:
         )
         load = self.engine_load
         self.metrics.watch_engine_turns(
-            lambda: load.waiting, lambda: load.running, lambda: load.busy
+            lambda: load.waiting, lambda: load.running, lambda: load.busy, lambda: load.speaking
         )
         self.admission = Admission(settings, CapacityEstimate(policy))
         self.admission.behind = self.local_streams_behind

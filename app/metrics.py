@@ -57,7 +57,11 @@ class Metrics:
         )
 
     def watch_engine_turns(
-        self, waiting: Callable[[], int], running: Callable[[], int], busy: Callable[[], bool]
+        self,
+        waiting: Callable[[], int],
+        running: Callable[[], int],
+        busy: Callable[[], bool],
+        speaking: Callable[[], int],
     ) -> None:
         """Report the engine's turns and whether it is busy (`app.session.EngineLoad`)."""
         r = self.registry
@@ -69,9 +73,14 @@ class Metrics:
         )
         Gauge(
             "asr_engine_busy",
-            "1 while more than BUSY_SESSIONS local sessions stream (shorter buffers)",
+            "1 while more than BUSY_SESSIONS local sessions speak (shorter buffers)",
             registry=r,
         ).set_function(lambda: float(busy()))
+        Gauge(
+            "asr_engine_sessions_speaking",
+            "Local sessions whose buffer holds speech (those that count toward busy)",
+            registry=r,
+        ).set_function(speaking)
 
     def watch_admission(self, admission: Admission) -> None:
         """Capacity and load per pool at each scrape: what an autoscaler or balancer reads."""

@@ -46,6 +46,7 @@ from app.asr.base import (
     SupportsBusy,
     SupportsInterim,
     SupportsPreview,
+    SupportsSpeaking,
     SupportsUtterances,
     TextSpan,
     as_text_span,
@@ -328,6 +329,12 @@ class EngineLoad:
     (`SupportsBusy`) do less per pass. `OnlineASRProcessor` trims its buffer
     sooner (BUSY_BUFFER_TRIMMING_SEC), which doubled the streams a 2-core node
     keeps at p95 lag of finals under 3 s (6 to 12; bench/results/README.md).
+
+    Both counts are of the sessions *speaking*: a session whose processor says
+    its buffer holds no speech (`SupportsSpeaking`, told before and after each
+    committing pass with `set_speaking`) costs next to nothing, so twenty open
+    lines of which two talk neither trim those two's buffers nor stop their
+    previews. A session counts as speaking until its processor says otherwise.
     """
 
     def __init__(
@@ -337,6 +344,7 @@ class EngineLoad:
         self.busy_sessions = busy_sessions  # None: never busy
         self.sessions = 0
         self._lock = threading.Lock()
+        self._quiet: set[object] = set()  # sessions whose buffer holds no speech
         # Engine passes at once (None: no limit); the others wait in arrival order.
         self.passes = passes
         self.running = 0
@@ -394,13 +402,26 @@ class EngineLoad:
         with self._lock:
             self.sessions -= 1
 
+    def set_speaking(self, session: object, speaking: bool) -> None:
+        """Whether ``session``'s buffer holds speech now; a session that ends must say True."""
+        with self._lock:
+            if speaking:
+                self._quiet.discard(session)
+            else:
+                self._quiet.add(session)
+
+    @property
+    def speaking(self) -> int:
+        """Sessions streaming with speech to transcribe (or that cannot tell)."""
+        return self.sessions - len(self._quiet)
+
     @property
     def light(self) -> bool:
-        return self.sessions <= self.light_sessions
+        return self.speaking <= self.light_sessions
 
     @property
     def busy(self) -> bool:
-        return self.busy_sessions is not None and self.sessions > self.busy_sessions
+        return self.busy_sessions is not None and self.speaking > self.busy_sessions
 
 
 PassObserver = Callable[[float, float], None]
@@ -447,7 +468,16 @@ class ProcessorRecognizer:
 
     def run(self, handoff: AudioHandoff, emit: Emit) -> None:
         with self.load or contextlib.nullcontext():
-            self._run(handoff, emit)
+            try:
+                self._run(handoff, emit)
+            finally:
+                if self.load is not None:
+                    self.load.set_speaking(self, True)  # out of the load's quiet sessions
+
+    def _tell_speaking(self) -> None:
+        """Tell the load whether this session has speech to transcribe (`SupportsSpeaking`)."""
+        if self.load is not None and isinstance(self.processor, SupportsSpeaking):
+            self.load.set_speaking(self, self.processor.speaking())
 
     def preview_step_sec(self) -> float | None:
         """The step of preview passes now, if the load is light enough for them."""
@@ -501,6 +531,7 @@ class ProcessorRecognizer:
                     result = self._timed(self.processor.finish, unheard)
                 finally:
                     self._end_pass()
+                self._tell_speaking()
                 cause: FinalCause = "finalize" if batch.flush else "end"
                 self._emit_pass(emit, result, cause, ended=batch.ended)
                 if batch.flush:
@@ -527,11 +558,13 @@ class ProcessorRecognizer:
                     )
                     # Up to the latest whole step; a pass that is late hears everything.
                     give(len(held) if late else ready // step * step - pending)
+                    self._tell_speaking()
                     if self.load is not None and isinstance(self.processor, SupportsBusy):
                         self.processor.set_busy(self.load.busy)
                     result = self._timed(self.processor.process_iter, unheard)
                 finally:
                     self._end_pass()
+                self._tell_speaking()  # a pause committed, or silence skipped: quiet now
                 paused = self._utterances is not None and self._utterances.utterance_ended()
                 self._emit_pass(emit, result, "pause" if paused else "agreement")
                 pending = unheard = 0

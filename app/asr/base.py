@@ -253,6 +253,21 @@ class SupportsBusy(Protocol):
     def set_busy(self, busy: bool) -> None: ...
 
 
+@runtime_checkable
+class SupportsSpeaking(Protocol):
+    """An `ASRProcessor` that knows whether its buffer holds speech to transcribe.
+
+    A stream of silence costs the engine next to nothing (voice activity skips
+    its passes), so it should not make the engine busy nor stop another
+    stream's previews: `app.session.EngineLoad` counts only the sessions whose
+    processor says it is speaking (and every session whose processor cannot say).
+    """
+
+    def speaking(self) -> bool:
+        """Whether the next committing pass has speech to run the model on."""
+        ...
+
+
 @dataclass(frozen=True)
 class SpeechChange:
     """Voice activity turned: speech ``started``, or ``stopped`` at a pause, at ``at`` seconds."""

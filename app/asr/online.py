@@ -394,6 +394,10 @@ class OnlineASRProcessor:
         """Trim at `ProcessorOptions.busy_trimming_sec` from the next pass on, or not."""
         self.busy = busy
 
+    def speaking(self) -> bool:
+        """Whether the buffer holds speech (`SupportsSpeaking`); always, without voice activity."""
+        return self.speech is None or (len(self.audio_buffer) > 0 and self._has_speech())
+
     def process_iter(self) -> TextSpan | None:
         """Transcribe the buffer, commit what two passes agree on, trim the buffer."""
         self._preview = None

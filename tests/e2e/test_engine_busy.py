@@ -1,14 +1,26 @@
-"""A busy engine's streams on the real model: a shorter buffer, the same speech heard."""
+"""A busy engine's streams on the real model: a shorter buffer, the same speech heard.
+
+And what makes it busy: sessions with speech, not sessions open.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import re
+import urllib.request
+from typing import Any
+
+import numpy as np
 import pytest
+import websockets
 
 from app.asr.base import EngineRequest, StreamingOptions
 from app.asr.faster_whisper_loader import FasterWhisperLoader
 from app.settings import Settings
 from bench.replay import ENGLISH, engine_audio
 from bench.stream_latency import word_error_rate
+from clients.asr_client import read_wav
 from tests.support.commands import AUDIO
 
 pytestmark = pytest.mark.e2e
@@ -66,3 +78,72 @@ def test_the_loader_gives_busy_trimming_unless_the_client_chose_its_trimming() -
     assert processor.options.busy_trimming_sec is None
     off = FasterWhisperLoader(settings.model_copy(update={"busy_buffer_trimming_sec": 0.0}))
     assert off.load(ENGLISH)[0].options.busy_trimming_sec is None
+
+
+def _get(url: str, path: str) -> str:
+    http = url.replace("ws://", "http://").replace("/ws/asr-stream", path)
+    with urllib.request.urlopen(http, timeout=5) as resp:
+        return str(resp.read().decode())
+
+
+def _gauge(url: str, name: str) -> float:
+    match = re.search(rf"^{name} ([0-9.e+-]+)$", _get(url, "/metrics"), re.MULTILINE)
+    assert match, f"{name} not in /metrics"
+    return float(match.group(1))
+
+
+async def _send_paced(ws: Any, pcm: bytes, chunk_sec: float = 0.1) -> None:
+    """``pcm`` (16 kHz LINEAR16) in chunks, about twice as fast as real time."""
+    step = int(16_000 * chunk_sec) * 2
+    for at in range(0, len(pcm), step):
+        await ws.send(pcm[at : at + step])
+        await asyncio.sleep(chunk_sec / 2)
+
+
+async def test_open_sessions_sending_silence_do_not_make_the_engine_busy(server_url: str) -> None:
+    """Three open lines sending silence and one speaker: one session speaks, never busy.
+
+    Counted by sessions open, four would be past this machine's `busy_sessions` (3 for
+    `tiny.en` on 2 AMD cores, 1 under MKL) and the speaker's buffer would be trimmed.
+    """
+    config = json.dumps({"sample_rate_hertz": 16000, "encoding": "LINEAR16"})
+    speech, rate = read_wav(AUDIO / "jfk_16k.wav")
+    assert rate == 16_000
+    silence = np.zeros(16_000, dtype="<i2").tobytes()  # 1 s
+    quiet = [await websockets.connect(server_url) for _ in range(3)]
+    try:
+        for ws in quiet:
+            await ws.send(config)
+            assert json.loads(await ws.recv())["type"] == "metadata"
+        await asyncio.gather(*(_send_paced(ws, 2 * silence) for ws in quiet))
+        speaking = await asyncio.to_thread(_gauge, server_url, "asr_engine_sessions_speaking")
+        assert speaking == 0  # each had a pass over its silence
+        seen: list[tuple[float, float]] = []
+
+        async def watch() -> None:
+            while True:
+                seen.append(
+                    (
+                        await asyncio.to_thread(_gauge, server_url, "asr_engine_sessions_speaking"),
+                        await asyncio.to_thread(_gauge, server_url, "asr_engine_busy"),
+                    )
+                )
+                await asyncio.sleep(0.2)
+
+        async with websockets.connect(server_url) as talker:
+            await talker.send(config)
+            assert json.loads(await talker.recv())["type"] == "metadata"
+            watcher = asyncio.create_task(watch())
+            keep_quiet = [asyncio.create_task(_send_paced(ws, 8 * silence)) for ws in quiet]
+            await _send_paced(talker, speech)
+            await talker.send(json.dumps({"type": "stop"}))
+            texts = [json.loads(raw) async for raw in talker]
+            watcher.cancel()
+            await asyncio.gather(*keep_quiet)
+        finals = "".join(m["text"] for m in texts if m.get("is_final"))
+        assert "ask not" in finals.lower()
+        assert max(n for n, _ in seen) == 1, seen  # the speaker alone
+        assert max(busy for _, busy in seen) == 0, seen
+    finally:
+        for ws in quiet:
+            await ws.close()
