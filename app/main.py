@@ -180,9 +180,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             "capacity_source": admission.estimate.source,
             "max_sessions": settings.max_sessions,
             "accepting": app.state.ready and admission.has_room(endpoint.default_pool),
-            # Past busy_sessions local sessions, streams trim their buffers sooner.
+            # Past busy_sessions local sessions with speech, streams trim their buffers sooner.
             "busy": endpoint.engine_load.busy,
             "busy_sessions": endpoint.engine_load.busy_sessions,
+            "speaking_sessions": endpoint.engine_load.speaking,
         }
         if not app.state.ready or endpoint.draining:
             status = "draining" if endpoint.draining else "loading"

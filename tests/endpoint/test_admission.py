@@ -200,3 +200,4 @@ def test_ready_shows_where_the_engine_turns_busy(setting: int, busy_sessions: in
         ready = client.get("/ready").json()
     # 0: the streams the start-up cost fits, 2 workers x 0.8 / 0.5; else the setting.
     assert (ready["busy"], ready["busy_sessions"]) == (False, busy_sessions)
+    assert ready["speaking_sessions"] == 0
