@@ -22,6 +22,16 @@ node admits at least one stream per worker (the start-up pass may have been
 timed on a busy machine). An engine that measured nothing and has run nothing
 yet has no estimate: the node then trusts ``MAX_SESSIONS``.
 
+A stream's cost depends on the load it runs under, so passes are learned by
+the load they ran at (`app.session.PassLoad`). Passes of a lightly loaded
+engine are left out: its previews are work that stops as streams are added.
+Past ``busy_sessions`` speaking sessions the engine is busy and its passes are
+cheaper (buffers trimmed sooner), so once busy passes were measured the node
+admits what their cost fits, when that is past the busy threshold. Learned
+from all passes together, the figure followed the load the node happened to
+have: a node that keeps 10 `tiny.en` streams admitted 3 to 7, and fell to 4
+while two streams ran alone.
+
 Everything here is pure arithmetic over numbers, tested without a model.
 """
 
@@ -29,6 +39,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -85,33 +96,60 @@ def busy_sessions(policy: CapacityPolicy, cost: float | None) -> int:
     return policy.fits(cost)
 
 
+class _CostTrack:
+    """Passes of one kind, folded per window into an exponentially weighted mean."""
+
+    def __init__(self) -> None:
+        self.cost: float | None = None
+        self.windows = 0  # windows folded in
+        self.audio = 0.0  # the current window's audio and engine seconds
+        self.spent = 0.0
+
+    def fold(self) -> bool:
+        """Fold the current window in if it heard enough; whether it did."""
+        if self.audio < MIN_WINDOW_AUDIO_SEC:
+            return False  # too little heard to say: keep accumulating
+        measured = self.spent / self.audio
+        self.audio = self.spent = 0.0
+        if self.cost is None:
+            self.cost = measured
+        else:
+            self.cost = (1.0 - SMOOTHING) * self.cost + SMOOTHING * measured
+        self.windows += 1
+        return True
+
+
 class CapacityEstimate:
     """The live estimate: a prior, then the mean cost of the passes really run.
 
     `observe` is called from recognition threads; the rest from the event loop.
+    ``busy_sessions`` says where the engine turns busy (`app.session.EngineLoad`).
     """
 
-    def __init__(self, policy: CapacityPolicy, prior_cost: float | None = None) -> None:
+    def __init__(
+        self,
+        policy: CapacityPolicy,
+        prior_cost: float | None = None,
+        busy_sessions: Callable[[], int | None] = lambda: None,
+    ) -> None:
         self.policy = policy
         self.prior_cost = prior_cost
-        self.cost: float | None = prior_cost
+        self.busy_sessions = busy_sessions
         self._lock = threading.Lock()
-        self._audio = 0.0  # this window's audio and engine seconds
-        self._spent = 0.0
+        self._steady = _CostTrack()  # passes of an engine neither light nor busy
+        self._busy = _CostTrack()
         self._window_start: float | None = None
-        self.windows = 0  # windows folded in: 0 while the estimate is the prior
 
     def set_prior(self, cost: float | None) -> None:
         """The engine's start-up measurement; kept only until live windows replace it."""
         self.prior_cost = cost
-        if self.windows == 0:
-            self.cost = cost
 
-    def observe(self, audio_sec: float, spent_sec: float) -> None:
+    def observe(self, audio_sec: float, spent_sec: float, *, busy: bool = False) -> None:
         """One engine pass: ``spent_sec`` of engine time for ``audio_sec`` of new audio."""
+        track = self._busy if busy else self._steady
         with self._lock:
-            self._audio += audio_sec
-            self._spent += spent_sec
+            track.audio += audio_sec
+            track.spent += spent_sec
 
     def roll(self, now: float) -> None:
         """Fold the current window into the estimate when it is long and full enough."""
@@ -121,21 +159,33 @@ class CapacityEstimate:
         if now - self._window_start < WINDOW_SEC:
             return
         with self._lock:
-            audio, spent = self._audio, self._spent
-            if audio < MIN_WINDOW_AUDIO_SEC:
-                return  # too little heard to say: keep accumulating
-            self._audio = self._spent = 0.0
-        self._window_start = now
-        measured = spent / audio
-        if self.windows == 0 or self.cost is None:
-            self.cost = measured
-        else:
-            self.cost = (1.0 - SMOOTHING) * self.cost + SMOOTHING * measured
-        self.windows += 1
+            folded = [track.fold() for track in (self._steady, self._busy)]
+        if any(folded):
+            self._window_start = now
+
+    @property
+    def cost(self) -> float | None:
+        """Per stream, while the engine is not busy: measured, else the start-up prior."""
+        return self._steady.cost if self._steady.windows else self.prior_cost
+
+    @property
+    def busy_cost(self) -> float | None:
+        """Per stream while the engine is busy, once measured."""
+        return self._busy.cost
+
+    @property
+    def windows(self) -> int:
+        """Windows of live passes folded in: 0 while the estimate is the prior."""
+        return self._steady.windows + self._busy.windows
 
     @property
     def capacity(self) -> int:
         streams = self.policy.streams_for(self.cost)
+        threshold = self.busy_sessions()
+        busy_cost = self.busy_cost
+        if self.policy.override is None and busy_cost is not None and threshold is not None:
+            # Up to the threshold the engine runs at the steady cost, past it at the busy one.
+            streams = max(min(streams, threshold), self.policy.streams_for(busy_cost))
         if self.windows == 0 and self.policy.override is None:
             # The start-up pass is timed on a machine that may be busy (other nodes
             # warming up beside it): never fewer than one stream per worker until

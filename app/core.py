@@ -61,6 +61,7 @@ from app.session import (
     EngineLoad,
     ErrorEvent,
     FlushedEvent,
+    PassLoad,
     ProcessorRecognizer,
     SpeechEvent,
     StreamingSession,
@@ -256,7 +257,9 @@ class SessionCore:
         self.metrics.watch_engine_turns(
             lambda: load.waiting, lambda: load.running, lambda: load.busy, lambda: load.speaking
         )
-        self.admission = Admission(settings, CapacityEstimate(policy))
+        self.admission = Admission(
+            settings, CapacityEstimate(policy, busy_sessions=lambda: load.busy_sessions)
+        )
         self.admission.behind = self.local_streams_behind
         self.metrics.watch_admission(self.admission)
 
@@ -379,8 +382,8 @@ class SessionCore:
         else:
             processor, info = await asyncio.to_thread(loader.load, plan.request)
 
-            def observe(audio_sec: float, spent_sec: float) -> None:
-                self._observe_pass(audio_sec, spent_sec)
+            def observe(audio_sec: float, spent_sec: float, load: PassLoad) -> None:
+                self._observe_pass(audio_sec, spent_sec, load)
                 figures.add_pass(audio_sec, spent_sec)
 
             recognizer = ProcessorRecognizer(
@@ -401,11 +404,12 @@ class SessionCore:
         self.metrics.active_sessions.inc()
         return session, info
 
-    def _observe_pass(self, audio_sec: float, spent_sec: float) -> None:
+    def _observe_pass(self, audio_sec: float, spent_sec: float, load: PassLoad) -> None:
         """Recognition thread: one engine pass done (prometheus_client is thread-safe)."""
         self.metrics.audio_transcribed.inc(audio_sec)
         self.metrics.engine_rtf.observe(spent_sec / audio_sec)
-        self.admission.estimate.observe(audio_sec, spent_sec)
+        if load != "light":  # a light engine's previews stop as streams are added
+            self.admission.estimate.observe(audio_sec, spent_sec, busy=load == "busy")
         self.trimmer.maybe_trim()  # hand the pass's freed buffers back (app/malloc.py)
 
     # -- streaming ---------------------------------------------------------------

@@ -109,6 +109,11 @@ class Metrics:
             "Engine core-seconds per second of audio per local stream (0: not measured yet)",
             registry=r,
         ).set_function(lambda: admission.estimate.cost or 0.0)
+        Gauge(
+            "asr_stream_cost_busy",
+            "The same while the engine is busy (shorter buffers; 0: not measured yet)",
+            registry=r,
+        ).set_function(lambda: admission.estimate.busy_cost or 0.0)
         Gauge("asr_draining", "1 while the node drains", registry=r).set_function(
             lambda: float(admission.draining)
         )

@@ -306,6 +306,11 @@ class AudioHandoff:
 TURN_POLL_SEC = 0.1
 
 
+PassLoad = Literal["light", "steady", "busy"]
+"""The engine's load at a pass (`EngineLoad.state`): light (previews run between the
+committing passes), steady, or busy (buffers are trimmed sooner)."""
+
+
 class EngineLoad:
     """How many processor sessions are streaming in this process: it sets their step.
 
@@ -420,12 +425,18 @@ class EngineLoad:
         return self.speaking <= self.light_sessions
 
     @property
+    def state(self) -> PassLoad:
+        """The load a pass starting now runs at."""
+        return "light" if self.light else "busy" if self.busy else "steady"
+
+    @property
     def busy(self) -> bool:
         return self.busy_sessions is not None and self.speaking > self.busy_sessions
 
 
-PassObserver = Callable[[float, float], None]
-"""Called after each engine pass with (seconds of new audio, seconds the pass took)."""
+PassObserver = Callable[[float, float, PassLoad], None]
+"""Called after each engine pass with (seconds of new audio, seconds the pass took, the
+load it ran at)."""
 
 
 class ProcessorRecognizer:
@@ -612,6 +623,7 @@ class ProcessorRecognizer:
         self._end_pass()
 
     def _timed(self, step: Callable[[], ProcessorResult], samples: int) -> ProcessorResult:
+        load: PassLoad = "steady" if self.load is None else self.load.state
         started = time.perf_counter()
         self.busy_since = time.monotonic()
         try:
@@ -620,7 +632,7 @@ class ProcessorRecognizer:
             self.busy_since = None
         self.last_pass_sec = time.perf_counter() - started
         if self.observer is not None and samples:
-            self.observer(samples / ENGINE_SAMPLE_RATE, self.last_pass_sec)
+            self.observer(samples / ENGINE_SAMPLE_RATE, self.last_pass_sec, load)
         return result
 
     def _emit_pass(

@@ -66,6 +66,42 @@ def test_until_measured_live_the_node_admits_a_stream_per_worker_whatever_the_pr
     assert estimate.capacity == 1
 
 
+def test_past_the_busy_threshold_the_node_admits_what_the_busy_cost_fits() -> None:
+    """A busy engine's passes are cheaper (shorter buffers): they set the streams past it."""
+    policy = CapacityPolicy(workers=2, ceiling=32)
+    estimate = CapacityEstimate(policy, prior_cost=0.45, busy_sessions=lambda: 3)
+    assert estimate.capacity == 3  # start-up: 2 x 0.8 / 0.45
+    estimate.roll(0.0)
+    estimate.observe(audio_sec=20.0, spent_sec=5.0)  # steady: 0.25, 6 streams
+    estimate.roll(WINDOW_SEC)
+    assert (estimate.cost, estimate.busy_cost, estimate.capacity) == (0.25, None, 6)
+    estimate.observe(audio_sec=20.0, spent_sec=3.2, busy=True)  # busy: 0.16, 10 streams
+    estimate.roll(2 * WINDOW_SEC)
+    assert estimate.cost == 0.25  # no steady passes in that window: unchanged
+    assert (estimate.busy_cost, estimate.capacity) == (pytest.approx(0.16), 10)
+    assert estimate.source == "measured"
+
+
+def test_a_busy_cost_that_fits_fewer_than_the_threshold_leaves_the_steady_figure_up_to_it() -> None:
+    policy = CapacityPolicy(workers=2, ceiling=32)
+    estimate = CapacityEstimate(policy, prior_cost=0.25, busy_sessions=lambda: 3)
+    estimate.roll(0.0)
+    estimate.observe(audio_sec=10.0, spent_sec=8.0, busy=True)  # 0.8: 2 streams
+    estimate.roll(WINDOW_SEC)
+    assert estimate.capacity == 3  # 6 at the steady cost, but past 3 the engine is busy
+    unthresholded = CapacityEstimate(policy, prior_cost=0.25)  # never busy: steady only
+    unthresholded.roll(0.0)
+    unthresholded.observe(audio_sec=10.0, spent_sec=8.0, busy=True)
+    unthresholded.roll(WINDOW_SEC)
+    assert unthresholded.capacity == 6
+    with_setting = CapacityPolicy(workers=2, ceiling=32, override=5)
+    fixed = CapacityEstimate(with_setting, prior_cost=0.25, busy_sessions=lambda: 3)
+    fixed.roll(0.0)
+    fixed.observe(audio_sec=10.0, spent_sec=1.0, busy=True)
+    fixed.roll(WINDOW_SEC)
+    assert fixed.capacity == 5  # LOCAL_CAPACITY, whatever was measured
+
+
 def test_a_window_that_heard_too_little_waits_for_more() -> None:
     estimate = CapacityEstimate(CapacityPolicy(workers=2, ceiling=32), prior_cost=0.4)
     estimate.roll(0.0)

@@ -18,6 +18,7 @@ from app.session import (
     Batch,
     CompleteEvent,
     EngineLoad,
+    PassObserver,
     ProcessorRecognizer,
     SessionEvent,
     StreamingSession,
@@ -168,12 +169,13 @@ def harness(
     light_chunk_sec: float | None = None,
     load: EngineLoad | None = None,
     client_rate: int = SR,
+    observer: PassObserver | None = None,
 ) -> Harness:
     loop = asyncio.get_running_loop()
     info = EngineInfo("scripted", "m", min_chunk_sec, light_chunk_sec=light_chunk_sec)
     h = Harness(
         CountingHandoff(round(capacity_sec * client_rate), loop, client_rate),
-        ProcessorRecognizer(processor, info, interim=interim, load=load),
+        ProcessorRecognizer(processor, info, interim=interim, load=load, observer=observer),
     )
     if start:
         h.start()
@@ -282,6 +284,23 @@ async def test_each_committing_pass_is_told_whether_the_engine_is_busy() -> None
         ("busy", 0),
         ("iter", 3 * SR),
     ]
+
+
+async def test_each_pass_is_reported_with_the_load_it_ran_at() -> None:
+    """What capacity learns from: light passes (previews around) apart from steady and busy."""
+    load = EngineLoad(light_sessions=1, busy_sessions=2)
+    reports: list[tuple[float, str]] = []
+    h = await started(
+        harness(ScriptedProcessor(), load=load, observer=lambda a, _s, at: reports.append((a, at)))
+    )
+    await h.put_and_settle(silence(1.0))  # alone: light
+    with load:
+        await h.put_and_settle(silence(1.0))  # two sessions: steady
+        with load:
+            await h.put_and_settle(silence(1.0))  # three: busy
+    h.handoff.end()
+    h.join()
+    assert reports == [(1.0, "light"), (1.0, "steady"), (1.0, "busy")]
 
 
 def test_an_engine_load_without_busy_sessions_is_never_busy() -> None:
