@@ -185,7 +185,8 @@ class CapacityEstimate:
         busy_cost = self.busy_cost
         if self.policy.override is None and busy_cost is not None and threshold is not None:
             # Up to the threshold the engine runs at the steady cost, past it at the busy one.
-            streams = max(min(streams, threshold), self.policy.streams_for(busy_cost))
+            busy_streams = self.policy.streams_for(busy_cost)
+            streams = max(min(streams, threshold), busy_streams if busy_streams > threshold else 0)
         if self.windows == 0 and self.policy.override is None:
             # The start-up pass is timed on a machine that may be busy (other nodes
             # warming up beside it): never fewer than one stream per worker until

@@ -16,6 +16,8 @@ from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketDenialResponse
 
 from app.asr.registry import Registry
+from app.capacity import WINDOW_SEC
+from app.core import SessionCore
 from app.main import create_app
 from app.settings import Settings
 from tests.endpoint.test_ws import CONFIG, URL, send_audio, start
@@ -201,3 +203,30 @@ def test_ready_shows_where_the_engine_turns_busy(setting: int, busy_sessions: in
     # 0: the streams the start-up cost fits, 2 workers x 0.8 / 0.5; else the setting.
     assert (ready["busy"], ready["busy_sessions"]) == (False, busy_sessions)
     assert ready["speaking_sessions"] == 0
+
+
+def test_the_node_learns_a_streams_cost_from_steady_and_busy_passes_not_light_ones() -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        default_backend="scripted",
+        default_model="counting",
+        whisper_num_workers=2,
+        busy_sessions=3,
+    )
+    core = SessionCore(settings, Registry(settings, entries={}))
+    estimate = core.admission.estimate
+    estimate.roll(0.0)
+    core._observe_pass(10.0, 6.0, "light")  # a lone stream's passes and previews: 0.6
+    estimate.roll(WINDOW_SEC)
+    assert estimate.windows == 0  # nothing learned from them
+    core._observe_pass(10.0, 2.5, "steady")
+    estimate.roll(2 * WINDOW_SEC)
+    assert (estimate.cost, estimate.busy_cost, estimate.capacity) == (0.25, None, 6)
+    core._observe_pass(10.0, 1.6, "busy")
+    estimate.roll(3 * WINDOW_SEC)
+    # 2 workers x 0.8 / 0.16: past the engine's busy_sessions (3), the busy cost sets it.
+    assert (estimate.busy_cost, estimate.capacity) == (pytest.approx(0.16), 10)
+    core.engine_load.busy_sessions = 12  # busy only past 12: 7 to 12 streams run steady
+    assert estimate.capacity == 6
+    core.engine_load.busy_sessions = 1
+    assert estimate.capacity == 10
