@@ -25,14 +25,18 @@ from tests.support.scripted import CountingLoader
 from tests.support.ws import drain
 
 
-def make_client(**values: object) -> TestClient:
-    settings = Settings(
+def scripted_settings(**values: object) -> Settings:
+    """Settings of a node whose default engine is the scripted one."""
+    return Settings(
         _env_file=None,  # type: ignore[call-arg]
         default_backend="scripted",
         default_model="counting",
-        shutdown_grace_sec=0.5,
         **values,  # type: ignore[arg-type]
     )
+
+
+def make_client(**values: object) -> TestClient:
+    settings = scripted_settings(shutdown_grace_sec=0.5, **values)
     registry = Registry(settings, entries={})
     registry.register_loader("scripted", CountingLoader())
     return TestClient(create_app(settings, registry))
@@ -189,13 +193,7 @@ class MeasuredLoader(CountingLoader):
 
 @pytest.mark.parametrize(("setting", "busy_sessions"), [(0, 3), (7, 7)])
 def test_ready_shows_where_the_engine_turns_busy(setting: int, busy_sessions: int) -> None:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        default_backend="scripted",
-        default_model="counting",
-        whisper_num_workers=2,
-        busy_sessions=setting,
-    )
+    settings = scripted_settings(whisper_num_workers=2, busy_sessions=setting)
     registry = Registry(settings, entries={})
     registry.register_loader("scripted", MeasuredLoader())
     with TestClient(create_app(settings, registry)) as client:
@@ -206,13 +204,7 @@ def test_ready_shows_where_the_engine_turns_busy(setting: int, busy_sessions: in
 
 
 def test_the_node_learns_a_streams_cost_from_steady_and_busy_passes_not_light_ones() -> None:
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        default_backend="scripted",
-        default_model="counting",
-        whisper_num_workers=2,
-        busy_sessions=3,
-    )
+    settings = scripted_settings(whisper_num_workers=2, busy_sessions=3)
     core = SessionCore(settings, Registry(settings, entries={}))
     estimate = core.admission.estimate
     estimate.roll(0.0)
