@@ -27,7 +27,8 @@ the load they ran at (`app.session.PassLoad`). Passes of a lightly loaded
 engine are left out: its previews are work that stops as streams are added.
 Past ``busy_sessions`` speaking sessions the engine is busy and its passes are
 cheaper (buffers trimmed sooner), so once busy passes were measured the node
-admits what their cost fits, when that is past the busy threshold. Learned
+admits what their cost fits, when that is past the busy threshold; until
+then, what a busy pass timed at start-up fits (`SupportsBusyCostEstimate`). Learned
 from all passes together, the figure followed the load the node happened to
 have: a node that keeps 10 `tiny.en` streams admitted 3 to 7, and fell to 4
 while two streams ran alone.
@@ -60,6 +61,14 @@ class SupportsCostEstimate(Protocol):
 
     def stream_cost(self) -> float | None:
         """Core-seconds of engine time per second of streamed audio, or None if unknown."""
+
+
+@runtime_checkable
+class SupportsBusyCostEstimate(Protocol):
+    """A loader that can also say what a stream costs while its engine is busy."""
+
+    def busy_stream_cost(self) -> float | None:
+        """Core-seconds per audio-second of one stream on a busy engine, or None."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +106,14 @@ def busy_sessions(policy: CapacityPolicy, cost: float | None) -> int:
 
 
 class _CostTrack:
-    """Passes of one kind, folded per window into an exponentially weighted mean."""
+    """Passes of one kind, folded per window into an exponentially weighted mean.
+
+    The mean starts from a prior timed on passes of the same kind, if there is one:
+    each window then moves it by its weight. Without one the first window is the
+    mean. (The first windows of streams that just started are the cheapest, their
+    buffers short: a fresh node that took one as the busy cost admitted 14
+    `tiny.en` streams where it keeps 10.)
+    """
 
     def __init__(self) -> None:
         self.cost: float | None = None
@@ -140,9 +156,18 @@ class CapacityEstimate:
         self._busy = _CostTrack()
         self._window_start: float | None = None
 
-    def set_prior(self, cost: float | None) -> None:
-        """The engine's start-up measurement; kept only until live windows replace it."""
+    def set_prior(self, cost: float | None, busy_cost: float | None = None) -> None:
+        """The engine's start-up measurements.
+
+        ``cost``, a pass on Whisper's whole window, stands in for the steady cost
+        until the first window of steady passes replaces it: a steady pass is
+        shorter. ``busy_cost`` was timed on a busy pass's shape, so it starts the
+        busy mean, which live windows then move.
+        """
         self.prior_cost = cost
+        with self._lock:
+            if not self._busy.windows:
+                self._busy.cost = busy_cost
 
     def observe(self, audio_sec: float, spent_sec: float, *, busy: bool = False) -> None:
         """One engine pass: ``spent_sec`` of engine time for ``audio_sec`` of new audio."""
@@ -170,7 +195,7 @@ class CapacityEstimate:
 
     @property
     def busy_cost(self) -> float | None:
-        """Per stream while the engine is busy, once measured."""
+        """Per stream while the engine is busy: the start-up prior moved by live windows."""
         return self._busy.cost
 
     @property

@@ -19,7 +19,7 @@ from app.admin import admin_router
 from app.admission import Pool
 from app.asr.base import EngineRequest, RecognizerLoader
 from app.asr.registry import Registry, set_current
-from app.capacity import SupportsCostEstimate, busy_sessions
+from app.capacity import SupportsBusyCostEstimate, SupportsCostEstimate, busy_sessions
 from app.core import SessionCore
 from app.deepgram import PATH as DEEPGRAM_PATH
 from app.deepgram import DeepgramWebSocket
@@ -66,20 +66,24 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
             await asyncio.to_thread(loader.load, request)
         if isinstance(loader, SupportsCostEstimate):
             cost = loader.stream_cost()
-            endpoint.admission.estimate.set_prior(cost)
+            busy_cost = None
+            if isinstance(loader, SupportsBusyCostEstimate):
+                busy_cost = loader.busy_stream_cost()
+            endpoint.admission.estimate.set_prior(cost, busy_cost)
             if not settings.busy_sessions:
                 policy = endpoint.admission.estimate.policy
                 endpoint.engine_load.busy_sessions = busy_sessions(policy, cost)
         app.state.ready = True
         estimate = endpoint.admission.estimate
         logger.info(
-            "ready: default backend %s, model %s; local capacity %d streams (%s, cost %s); "
-            "busy past %s sessions",
+            "ready: default backend %s, model %s; local capacity %d streams (%s, cost %s, "
+            "busy %s); busy past %s sessions",
             request.backend,
             request.model,
             endpoint.admission.local_capacity,
             estimate.source,
             "unknown" if estimate.cost is None else f"{estimate.cost:.3f}",
+            "unknown" if estimate.busy_cost is None else f"{estimate.busy_cost:.3f}",
             endpoint.engine_load.busy_sessions,
         )
         yield

@@ -106,12 +106,13 @@ class Metrics:
         ).set_function(lambda: admission.load_ratio)
         Gauge(
             "asr_stream_cost",
-            "Engine core-seconds per second of audio per local stream (0: not measured yet)",
+            "Engine core-seconds per second of audio per local stream (start-up measure until "
+            "live passes replace it; 0: unknown)",
             registry=r,
         ).set_function(lambda: admission.estimate.cost or 0.0)
         Gauge(
             "asr_stream_cost_busy",
-            "The same while the engine is busy (shorter buffers; 0: not measured yet)",
+            "The same while the engine is busy (shorter buffers; 0: unknown)",
             registry=r,
         ).set_function(lambda: admission.estimate.busy_cost or 0.0)
         Gauge("asr_draining", "1 while the node drains", registry=r).set_function(

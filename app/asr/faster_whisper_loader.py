@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
@@ -12,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from app.asr.base import EngineInfo, EngineRequest
-from app.asr.faster_whisper_backend import FasterWhisperASR, Placement, place
+from app.asr.faster_whisper_backend import FasterWhisperASR, Placement, encoder_frames, place
 from app.asr.models import BASE, BUNDLED_MODELS, TINY_EN, available, is_english_only
 from app.asr.models import resolve_model_dir as _resolve_model_dir
 from app.asr.online import TRIM_KEEP_SEC, OnlineASRProcessor, ProcessorOptions
@@ -24,6 +25,54 @@ logger = logging.getLogger(__name__)
 
 BACKEND_NAME = "faster-whisper"
 WARMUP_SECONDS = 1.0
+# Tokens Whisper writes per second of English speech: 16 per busy pass on 4.7 s buffers
+# of `en_long_16k.wav` (bench/results/README.md, "Where a busy pass's time goes").
+SPEECH_TOKENS_PER_SEC = 3.5
+
+
+def timed_busy_pass(model: Any, buffer_sec: float) -> float:
+    """Seconds of a streaming pass on a buffer of ``buffer_sec`` of speech, timed on the
+    model's own calls: features, the encoder on the pass's window, the decoder, and
+    word alignment (the voice activity's few milliseconds left out).
+
+    The warm-up's noise makes the decoder stop at once, so it is kept from stopping
+    (the end-of-text token suppressed) and its time per token scaled to the tokens
+    `SPEECH_TOKENS_PER_SEC` says that much speech needs. The best of two passes: the
+    first allocates for the window's shape.
+    """
+    from faster_whisper.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer(model.hf_tokenizer, model.model.is_multilingual, "transcribe", "en")
+    prompt = [*tokenizer.sot_sequence, tokenizer.no_timestamps]
+    wanted = max(1, round(SPEECH_TOKENS_PER_SEC * buffer_sec))
+    samples = int(buffer_sec * ENGINE_SAMPLE_RATE)
+    window = encoder_frames(buffer_sec)
+    noise = np.random.default_rng(0).normal(0.0, 0.01, samples).astype(np.float32)
+    best = math.inf
+    for _ in range(2):
+        started = time.perf_counter()
+        features = model.feature_extractor(noise)[:, :window]
+        features = np.pad(features, ((0, 0), (0, window - features.shape[1])))
+        encoded = model.encode(features)
+        encoded_at = time.perf_counter()
+        # With this short prompt CTranslate2 4.8 writes about half of ``max_length``;
+        # the time per token written is what is scaled.
+        result = model.model.generate(
+            encoded,
+            [prompt],
+            beam_size=1,
+            max_length=2 * wanted + len(prompt),
+            suppress_tokens=[-1, tokenizer.eot],
+        )
+        decoded_at = time.perf_counter()
+        written = result[0].sequences_ids[0]
+        tokens = [t for t in written if t < tokenizer.eot][:wanted]
+        model.find_alignment(tokenizer, [tokens], encoded, window)
+        aligned_at = time.perf_counter()
+        per_token = (decoded_at - encoded_at) / max(1, len(written))
+        spent = (encoded_at - started) + per_token * wanted + (aligned_at - decoded_at)
+        best = min(best, spent)
+    return best
 
 
 class FasterWhisperLoader:
@@ -51,6 +100,7 @@ class FasterWhisperLoader:
         self._names: dict[str, Path] = {}  # model names and paths resolved so far
         self.load_seconds: dict[str, float] = {}
         self.warm_pass_seconds: dict[str, float] = {}  # a timed pass per model, after warm-up
+        self.busy_pass_seconds: dict[str, float] = {}  # a busy engine's pass, timed at start-up
         self._lock = threading.Lock()
 
     @property
@@ -119,6 +169,13 @@ class FasterWhisperLoader:
                 ).model
                 self._warm_up(model)
                 self.warm_pass_seconds[name] = self._timed_pass(model)
+                busy_sec = self._settings.busy_buffer_trimming_sec
+                if busy_sec:
+                    try:
+                        self.busy_pass_seconds[name] = timed_busy_pass(model, busy_sec)
+                    except (RuntimeError, ValueError) as exc:  # CTranslate2's, for a model
+                        # folder unlike Whisper's own: the node only starts lower.
+                        logger.warning("could not time a busy pass of %s: %s", name, exc)
                 elapsed = time.perf_counter() - started
                 self.load_seconds[name] = round(elapsed, 3)
                 logger.info(
@@ -176,6 +233,19 @@ class FasterWhisperLoader:
         sets the figure by hand. (Not measured on a GPU here: the CI machine has none.)
         """
         spent = self.warm_pass_seconds.get(self.default_model)
+        return None if spent is None else spent / self._settings.min_chunk_size
+
+    def busy_stream_cost(self) -> float | None:
+        """Core-seconds per audio-second of one stream of the default model while the
+        engine is busy (`app.capacity`), measured at start-up; None with busy trimming off.
+
+        A busy engine trims buffers at BUSY_BUFFER_TRIMMING_SEC, so its passes
+        encode the shortest window and write few tokens (`timed_busy_pass`): on 2
+        cores about half the cost the whole-window warm-up pass says. One pass per
+        ``MIN_CHUNK_SIZE`` of audio, as in `stream_cost`; the node's live measure of
+        busy passes replaces it.
+        """
+        spent = self.busy_pass_seconds.get(self.default_model)
         return None if spent is None else spent / self._settings.min_chunk_size
 
     def load(self, request: EngineRequest) -> tuple[OnlineASRProcessor, EngineInfo]:

@@ -16,7 +16,8 @@ import pytest
 import websockets
 
 from app.asr.base import EngineRequest, StreamingOptions
-from app.asr.faster_whisper_loader import FasterWhisperLoader
+from app.asr.faster_whisper_loader import FasterWhisperLoader, timed_busy_pass
+from app.asr.models import TINY_EN
 from app.settings import Settings
 from bench.replay import ENGLISH, engine_audio
 from bench.stream_latency import word_error_rate
@@ -58,6 +59,24 @@ def test_a_busy_stream_keeps_a_shorter_buffer_and_the_words_of_real_speech() -> 
     idle_wer = word_error_rate(reference, idle_text)
     busy_wer = word_error_rate(reference, busy_text)
     assert busy_wer <= idle_wer + MAX_WER_COST, (idle_wer, busy_wer, busy_text)
+
+
+def test_start_up_times_a_busy_pass_for_the_capacity_and_none_with_busy_trimming_off() -> None:
+    loader = FasterWhisperLoader(Settings(_env_file=None))  # type: ignore[call-arg]
+    model = loader.shared_model(TINY_EN, loader.model_dir(TINY_EN))
+    whole, busy = loader.stream_cost(), loader.busy_stream_cost()
+    # The warm-up pass encodes Whisper's whole 30 s window; a busy pass a 10 s one and a
+    # 6 s buffer's tokens: about a third of it on 2 AMD EPYC cores (oneDNN).
+    assert whole is not None and busy is not None
+    assert 0.0 < busy < whole, (busy, whole)
+    # A steady engine's longest buffer (15 s: a 19 s window, 2.5 times the tokens) costs
+    # more than a busy one's (2.5x here): the timing follows the window and the tokens.
+    assert timed_busy_pass(model, 15.0) > 1.3 * timed_busy_pass(model, 6.0)
+    settings = Settings(_env_file=None, busy_buffer_trimming_sec=0)  # type: ignore[call-arg]
+    never_busy = FasterWhisperLoader(settings)
+    never_busy.shared_model(TINY_EN, never_busy.model_dir(TINY_EN))
+    assert never_busy.stream_cost() is not None
+    assert never_busy.busy_stream_cost() is None
 
 
 def test_the_loader_gives_busy_trimming_unless_the_client_chose_its_trimming() -> None:

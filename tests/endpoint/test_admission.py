@@ -203,6 +203,34 @@ def test_ready_shows_where_the_engine_turns_busy(setting: int, busy_sessions: in
     assert ready["speaking_sessions"] == 0
 
 
+class BusyMeasuredLoader(MeasuredLoader):
+    """...whose start-up also timed a busy engine's pass: 0.2 per audio second."""
+
+    def busy_stream_cost(self) -> float | None:
+        return 0.2
+
+
+def test_a_fresh_node_admits_what_its_start_up_busy_pass_fits() -> None:
+    settings = scripted_settings(whisper_num_workers=2)
+    registry = Registry(settings, entries={})
+    registry.register_loader("scripted", BusyMeasuredLoader())
+    with TestClient(create_app(settings, registry)) as client:
+        ready = client.get("/ready").json()
+        busy_cost = metric(client, "asr_stream_cost_busy")
+    # Busy past 3 (2 x 0.8 / 0.5); past 3 the busy cost fits 2 x 0.8 / 0.2 = 8.
+    assert (ready["busy_sessions"], ready["capacity"], ready["capacity_source"]) == (
+        3,
+        8,
+        "start-up",
+    )
+    assert busy_cost == 0.2
+    settings = scripted_settings(whisper_num_workers=2)
+    registry = Registry(settings, entries={})
+    registry.register_loader("scripted", MeasuredLoader())  # timed no busy pass
+    with TestClient(create_app(settings, registry)) as client:
+        assert client.get("/ready").json()["capacity"] == 3
+
+
 def test_the_node_learns_a_streams_cost_from_steady_and_busy_passes_not_light_ones() -> None:
     settings = scripted_settings(whisper_num_workers=2, busy_sessions=3)
     core = SessionCore(settings, Registry(settings, entries={}))

@@ -102,6 +102,37 @@ def test_a_busy_cost_that_fits_fewer_than_the_threshold_leaves_the_steady_figure
     assert fixed.capacity == 5  # LOCAL_CAPACITY, whatever was measured
 
 
+def test_a_busy_pass_timed_at_start_up_sets_the_streams_past_the_threshold_until_measured() -> None:
+    """A fresh node admits what a busy pass fits, not only what the whole-window pass fits."""
+    policy = CapacityPolicy(workers=2, ceiling=32)
+    estimate = CapacityEstimate(policy, busy_sessions=lambda: 3)
+    estimate.set_prior(0.45, busy_cost=0.17)  # tiny.en on 2 AMD EPYC cores
+    assert (estimate.capacity, estimate.source) == (9, "start-up")  # 2 x 0.8 / 0.17
+    assert estimate.busy_cost == 0.17
+    estimate.roll(0.0)
+    estimate.observe(audio_sec=20.0, spent_sec=5.0)  # steady passes: 0.25
+    estimate.roll(WINDOW_SEC)
+    assert (estimate.cost, estimate.busy_cost, estimate.capacity) == (0.25, 0.17, 9)
+    estimate.observe(audio_sec=10.0, spent_sec=2.5, busy=True)  # busy passes said 0.25
+    estimate.roll(2 * WINDOW_SEC)
+    # A pass of the same kind timed at start-up: live windows move it by their weight.
+    moved = (1 - SMOOTHING) * 0.17 + SMOOTHING * 0.25
+    assert (estimate.busy_cost, estimate.capacity) == (pytest.approx(moved), 8)
+    for window in range(3, 13):  # a minute and a half of busy passes at 0.25
+        estimate.observe(audio_sec=10.0, spent_sec=2.5, busy=True)
+        estimate.roll(window * WINDOW_SEC)
+    assert (estimate.busy_cost, estimate.capacity) == (pytest.approx(0.25, abs=0.01), 6)
+    slow = CapacityEstimate(policy, busy_sessions=lambda: 3)
+    slow.set_prior(0.45, busy_cost=0.8)  # fits 2, fewer than the threshold: not used
+    assert slow.capacity == 3
+    fixed = CapacityEstimate(CapacityPolicy(workers=2, ceiling=32, override=4))
+    fixed.set_prior(0.45, busy_cost=0.17)
+    assert fixed.capacity == 4  # LOCAL_CAPACITY wins
+    unthresholded = CapacityEstimate(policy)  # an engine that is never busy
+    unthresholded.set_prior(0.45, busy_cost=0.17)
+    assert unthresholded.capacity == 3
+
+
 def test_a_window_that_heard_too_little_waits_for_more() -> None:
     estimate = CapacityEstimate(CapacityPolicy(workers=2, ceiling=32), prior_cost=0.4)
     estimate.roll(0.0)
