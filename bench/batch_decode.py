@@ -38,8 +38,8 @@ PROMPT_TEXT = "heldout_ljspeech_a_16k.txt"
 CLIPS = ("heldout_librispeech_16k.wav", "heldout_mfa_fast_16k.wav", "sonnet_16k.wav")
 
 
-def buffers(count: int) -> list[tuple[np.ndarray, str]]:
-    """``count`` different 8 s buffers of recorded speech and a prompt for each."""
+def buffers(count: int, seconds: float = BUFFER_SEC) -> list[tuple[np.ndarray, str]]:
+    """``count`` different buffers of ``seconds`` of recorded speech and a prompt for each."""
     out = []
     for i in range(count):
         path = ROOT / "test_audio" / CLIPS[i % len(CLIPS)]
@@ -47,7 +47,7 @@ def buffers(count: int) -> list[tuple[np.ndarray, str]]:
         start = int((2.0 + 8.0 * (i // len(CLIPS))) * 16_000)
         # A prompt of the right kind (the clip's words), not of the right place.
         words = path.with_suffix(".txt").read_text().split()
-        out.append((audio[start : start + int(BUFFER_SEC * 16_000)], " ".join(words[:40])))
+        out.append((audio[start : start + int(seconds * 16_000)], " ".join(words[:40])))
     return out
 
 
@@ -61,7 +61,12 @@ def best(repeats: int, call: Any) -> float:
 
 
 def measure(
-    model_name: str, threads: int, batches: list[int], repeats: int, prefix: bool = False
+    model_name: str,
+    threads: int,
+    batches: list[int],
+    repeats: int,
+    prefix: bool = False,
+    buffer_sec: float = BUFFER_SEC,
 ) -> list[dict[str, Any]]:
     import ctranslate2
     from faster_whisper import WhisperModel
@@ -74,8 +79,8 @@ def measure(
         cpu_threads=threads,
     )
     tokenizer_sot = fw.hf_tokenizer
-    frames = encoder_frames(BUFFER_SEC)
-    items = buffers(max(batches))
+    frames = encoder_frames(buffer_sec)
+    items = buffers(max(batches), buffer_sec)
     features = [
         fw.feature_extractor(audio, padding=frames - len(audio) // 160)[:, :frames]
         for audio, _ in items
@@ -103,7 +108,7 @@ def measure(
                 encoded,
                 prompts[:n],
                 beam_size=1,
-                max_length=len(prompts[0]) + token_budget(BUFFER_SEC),
+                max_length=len(prompts[0]) + token_budget(buffer_sec),
                 return_scores=True,
                 return_no_speech_prob=True,
                 suppress_blank=True,
@@ -235,17 +240,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--prefix", action="store_true", help="time forced prefixes instead of batches"
     )
+    parser.add_argument(
+        "--buffer-sec",
+        type=float,
+        default=BUFFER_SEC,
+        help="each item's buffer (a busy engine's passes hear at most 6 s); not with --prefix",
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
+    if args.prefix and args.buffer_sec != BUFFER_SEC:
+        parser.error("--prefix times 8 s buffers only")
     figures: dict[str, Any] = {
         "machine": compute_info().as_dict(),
-        "buffer_sec": BUFFER_SEC,
+        "buffer_sec": args.buffer_sec,
         "rows": [],
     }
     for model in args.models.split(","):
         for threads in (int(t) for t in args.threads.split(",")):
+            batches = [int(b) for b in args.batches.split(",")]
             figures["rows"] += measure(
-                model, threads, [int(b) for b in args.batches.split(",")], args.repeats, args.prefix
+                model, threads, batches, args.repeats, args.prefix, args.buffer_sec
             )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
