@@ -111,8 +111,8 @@ class _CostTrack:
     The mean starts from a prior timed on passes of the same kind, if there is one:
     each window then moves it by its weight. Without one the first window is the
     mean. (The first windows of streams that just started are the cheapest, their
-    buffers short: a fresh node that took one as the busy cost admitted 14
-    `tiny.en` streams where it keeps 10.)
+    buffers short: a fresh node that took one as the busy cost said 14 `tiny.en`
+    streams and admitted all 12 offered, where it keeps 9-10.)
     """
 
     def __init__(self) -> None:
