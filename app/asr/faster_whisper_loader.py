@@ -169,13 +169,8 @@ class FasterWhisperLoader:
                 ).model
                 self._warm_up(model)
                 self.warm_pass_seconds[name] = self._timed_pass(model)
-                busy_sec = self._settings.busy_buffer_trimming_sec
-                if busy_sec:
-                    try:
-                        self.busy_pass_seconds[name] = timed_busy_pass(model, busy_sec)
-                    except (RuntimeError, ValueError) as exc:  # CTranslate2's, for a model
-                        # folder unlike Whisper's own: the node only starts lower.
-                        logger.warning("could not time a busy pass of %s: %s", name, exc)
+                if name == self.default_model:  # only its figures set the capacity
+                    self._time_busy_pass(name, model)
                 elapsed = time.perf_counter() - started
                 self.load_seconds[name] = round(elapsed, 3)
                 logger.info(
@@ -216,6 +211,23 @@ class FasterWhisperLoader:
         FasterWhisperLoader._warm_up(model)
         return time.perf_counter() - started
 
+    def _time_busy_pass(self, name: str, model: Any) -> None:
+        """Time a busy engine's pass of ``model`` (`busy_stream_cost`), unless busy
+        trimming is off."""
+        busy_sec = self._settings.busy_buffer_trimming_sec
+        if not busy_sec:
+            return
+        try:
+            self.busy_pass_seconds[name] = timed_busy_pass(model, busy_sec)
+        except (RuntimeError, ValueError) as exc:  # CTranslate2's, for a model folder
+            # unlike Whisper's own: the node only starts lower.
+            logger.warning("could not time a busy pass of %s: %s", name, exc)
+
+    def _per_audio_second(self, pass_seconds: dict[str, float]) -> float | None:
+        """The default model's timed pass over the audio each pass hears under load."""
+        spent = pass_seconds.get(self.default_model)
+        return None if spent is None else spent / self._settings.min_chunk_size
+
     def stream_cost(self) -> float | None:
         """Core-seconds per audio-second of one stream of the default model (`app.capacity`).
 
@@ -232,8 +244,7 @@ class FasterWhisperLoader:
         sharing the GPU included, so it corrects that as load grows; LOCAL_CAPACITY
         sets the figure by hand. (Not measured on a GPU here: the CI machine has none.)
         """
-        spent = self.warm_pass_seconds.get(self.default_model)
-        return None if spent is None else spent / self._settings.min_chunk_size
+        return self._per_audio_second(self.warm_pass_seconds)
 
     def busy_stream_cost(self) -> float | None:
         """Core-seconds per audio-second of one stream of the default model while the
@@ -246,8 +257,7 @@ class FasterWhisperLoader:
         costs 95 ms, 1.7 times it). One pass per ``MIN_CHUNK_SIZE`` of audio, as
         in `stream_cost`; the node's live busy passes then move it.
         """
-        spent = self.busy_pass_seconds.get(self.default_model)
-        return None if spent is None else spent / self._settings.min_chunk_size
+        return self._per_audio_second(self.busy_pass_seconds)
 
     def load(self, request: EngineRequest) -> tuple[OnlineASRProcessor, EngineInfo]:
         settings, opts = self._settings, request.options
