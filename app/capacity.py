@@ -33,6 +33,10 @@ from all passes together, the figure followed the load the node happened to
 have: a node that keeps 10 `tiny.en` streams admitted 3 to 7, and fell to 4
 while two streams ran alone.
 
+Once live windows count, the figure falls at once but rises by at most half
+again per window (`MAX_RISE_PER_WINDOW`), like a congestion window: a cost
+learned without a prior starts from its cheapest window.
+
 Everything here is pure arithmetic over numbers, tested without a model.
 """
 
@@ -53,6 +57,12 @@ WINDOW_SEC = 10.0
 MIN_WINDOW_AUDIO_SEC = 5.0
 # Weight of a new window in the mean: about the last minute of load counts.
 SMOOTHING = 0.2
+# Once live windows are measured, the figure rises by at most half again per window
+# (one stream at least); it falls at once. A mean learned without a prior starts
+# from its first window, which streams that just started make the cheapest (short
+# buffers): without this, a node without a busy prior said 13-14 `tiny.en` streams
+# for a few windows, where it keeps 9-10.
+MAX_RISE_PER_WINDOW = 1.5
 
 
 @runtime_checkable
@@ -155,6 +165,7 @@ class CapacityEstimate:
         self._steady = _CostTrack()  # passes of an engine neither light nor busy
         self._busy = _CostTrack()
         self._window_start: float | None = None
+        self._rise_limit: int | None = None  # the most the next windows may say
 
     def set_prior(self, cost: float | None, busy_cost: float | None = None) -> None:
         """The engine's start-up measurements.
@@ -184,9 +195,11 @@ class CapacityEstimate:
         if now - self._window_start < WINDOW_SEC:
             return
         with self._lock:
+            before = self.capacity
             folded = [track.fold() for track in (self._steady, self._busy)]
         if any(folded):
             self._window_start = now
+            self._rise_limit = max(before + 1, math.ceil(before * MAX_RISE_PER_WINDOW))
 
     @property
     def cost(self) -> float | None:
@@ -205,6 +218,15 @@ class CapacityEstimate:
 
     @property
     def capacity(self) -> int:
+        """Local streams admitted now: what the costs fit, risen by at most
+        `MAX_RISE_PER_WINDOW` since the last window."""
+        streams = self._fitted()
+        if self._rise_limit is not None and self.policy.override is None:
+            streams = min(streams, self._rise_limit)
+        return streams
+
+    def _fitted(self) -> int:
+        """What the steady and busy costs fit, the start-up floor included."""
         streams = self.policy.streams_for(self.cost)
         threshold = self.busy_sessions()
         busy_cost = self.busy_cost

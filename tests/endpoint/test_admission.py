@@ -244,8 +244,12 @@ def test_the_node_learns_a_streams_cost_from_steady_and_busy_passes_not_light_on
     assert (estimate.cost, estimate.busy_cost, estimate.capacity) == (0.25, None, 6)
     core._observe_pass(10.0, 1.6, "busy")
     estimate.roll(3 * WINDOW_SEC)
-    # 2 workers x 0.8 / 0.16: past the engine's busy_sessions (3), the busy cost sets it.
-    assert (estimate.busy_cost, estimate.capacity) == (pytest.approx(0.16), 10)
+    # 2 workers x 0.8 / 0.16: past the engine's busy_sessions (3), the busy cost sets it,
+    # risen from 6 by half again per window.
+    assert (estimate.busy_cost, estimate.capacity) == (pytest.approx(0.16), 9)
+    core._observe_pass(10.0, 1.6, "busy")
+    estimate.roll(4 * WINDOW_SEC)
+    assert estimate.capacity == 10
     core.engine_load.busy_sessions = 12  # busy only past 12: 7 to 12 streams run steady
     assert estimate.capacity == 6
     core.engine_load.busy_sessions = 1

@@ -51,10 +51,11 @@ def test_live_windows_replace_the_prior_then_move_it_by_their_weight() -> None:
     assert estimate.cost == 0.4  # the window is not over
     estimate.roll(WINDOW_SEC)
     assert estimate.cost == pytest.approx(0.2)  # the first window replaces the prior
-    assert (estimate.capacity, estimate.source) == (8, "measured")
+    assert (estimate.capacity, estimate.source) == (6, "measured")  # 8 fit: half again, at most
     estimate.observe(audio_sec=10.0, spent_sec=1.0)  # 0.1: speech with pauses
     estimate.roll(2 * WINDOW_SEC)
     assert estimate.cost == pytest.approx((1 - SMOOTHING) * 0.2 + SMOOTHING * 0.1)
+    assert estimate.capacity == 8  # 0.18 fits 8, under the next rise's limit (9)
 
 
 def test_until_measured_live_the_node_admits_a_stream_per_worker_whatever_the_prior() -> None:
@@ -74,12 +75,39 @@ def test_past_the_busy_threshold_the_node_admits_what_the_busy_cost_fits() -> No
     estimate.roll(0.0)
     estimate.observe(audio_sec=20.0, spent_sec=5.0)  # steady: 0.25, 6 streams
     estimate.roll(WINDOW_SEC)
-    assert (estimate.cost, estimate.busy_cost, estimate.capacity) == (0.25, None, 6)
+    assert (estimate.cost, estimate.busy_cost, estimate.capacity) == (0.25, None, 5)  # 6 fit
     estimate.observe(audio_sec=20.0, spent_sec=3.2, busy=True)  # busy: 0.16, 10 streams
     estimate.roll(2 * WINDOW_SEC)
     assert estimate.cost == 0.25  # no steady passes in that window: unchanged
+    assert (estimate.busy_cost, estimate.capacity) == (pytest.approx(0.16), 8)  # risen from 5
+    estimate.observe(audio_sec=20.0, spent_sec=3.2, busy=True)
+    estimate.roll(3 * WINDOW_SEC)
     assert (estimate.busy_cost, estimate.capacity) == (pytest.approx(0.16), 10)
     assert estimate.source == "measured"
+
+
+def test_the_figure_rises_by_half_again_per_window_and_falls_at_once() -> None:
+    """Without a busy prior the busy mean starts from its first window, which streams
+    that just started make the cheapest: a few windows said 13, where the node keeps 8."""
+    policy = CapacityPolicy(workers=2, ceiling=32)
+    estimate = CapacityEstimate(policy, prior_cost=0.45, busy_sessions=lambda: 3)
+    assert estimate.capacity == 3
+    estimate.roll(0.0)
+    seen = []
+    for window, cost in enumerate([0.12, 0.2, 0.2, 0.2], start=1):
+        estimate.observe(audio_sec=10.0, spent_sec=10.0 * cost, busy=True)
+        estimate.roll(window * WINDOW_SEC)
+        seen.append((policy.streams_for(estimate.busy_cost), estimate.capacity))
+    # What the busy mean fits, and what is admitted: 3 -> 5 -> 8 -> 12 at most.
+    assert seen == [(13, 5), (11, 8), (10, 10), (10, 10)]
+    estimate.observe(audio_sec=10.0, spent_sec=10.0, busy=True)  # a window at 1.0
+    estimate.roll(5 * WINDOW_SEC)
+    assert estimate.capacity == policy.streams_for(estimate.busy_cost) == 4  # at once
+    fixed = CapacityEstimate(CapacityPolicy(workers=2, ceiling=32, override=20))
+    fixed.roll(0.0)
+    fixed.observe(audio_sec=10.0, spent_sec=1.0, busy=True)
+    fixed.roll(WINDOW_SEC)
+    assert fixed.capacity == 20  # LOCAL_CAPACITY is not limited
 
 
 def test_a_busy_cost_that_fits_fewer_than_the_threshold_leaves_the_steady_figure_up_to_it() -> None:
