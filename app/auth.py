@@ -19,6 +19,7 @@ from app.errors import AuthError
 from app.settings import Settings
 
 BEARER = "bearer"
+KEY_REQUIRED = "An API key is required"  # a refusal's first words, which doors reword
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class Authenticator:
             return creds
         if creds.key is None:
             raise AuthError(
-                "An API key is required: send 'Authorization: Bearer KEY', '?token=KEY', "
+                f"{KEY_REQUIRED}: send 'Authorization: Bearer KEY', '?token=KEY', "
                 "or the WebSocket subprotocols ['bearer', KEY]."
             )
         if not _matches(creds.key, self.keys):

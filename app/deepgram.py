@@ -38,6 +38,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.websockets import WebSocket, WebSocketState
 
 from app.asr.base import TextSpan, TimedWord
+from app.auth import KEY_REQUIRED
 from app.core import (
     Audio,
     ClientGone,
@@ -72,7 +73,16 @@ PATH = "/v1/listen"
 # Deepgram model names a client cannot avoid sending (the SDK requires ``model``):
 # any name of these families runs the server's default model. Our own model names
 # (``tiny.en``, ``base``, a model folder) pass through unchanged.
-VENDOR_MODEL_PREFIXES = ("nova", "enhanced", "general", "phonecall", "meeting", "flux")
+VENDOR_MODEL_PREFIXES = (
+    "nova",
+    "enhanced",
+    "general",
+    "phonecall",
+    "meeting",
+    "flux",
+    "base-",  # Deepgram's base-general, base-meeting…; plain "base" is our multilingual model
+    "whisper",  # Deepgram's hosted Whisper: whisper, whisper-tiny … whisper-large
+)
 VENDOR_MODELS: dict[str, str] = {}
 """Vendor name → our model, for a name that should not run the default model
 (e.g. ``{"nova-3-general": "base"}``); empty: every vendor name runs the default."""
@@ -92,6 +102,7 @@ BYTES_PER_SAMPLE = 2
 CHANNEL = [0, 1]  # [channel, of channels]: one channel
 FAIL_SEND_TIMEOUT_SEC = 5.0
 MAX_CLOSE_REASON_BYTES = 123  # RFC 6455 §5.5: a control frame's payload is at most 125 bytes
+MAX_ECHO_MESSAGE_CHARS = 1000  # a SchemaError's ``message``: the client's text, cut past this
 
 _BOOLEANS = {"true": True, "false": False}
 _WORD = re.compile(r"[^\w']+", re.UNICODE)
@@ -195,9 +206,11 @@ def _integer(query: QueryParams, name: str) -> int | None:
     raw = query.get(name)
     if raw is None:
         return None
-    if not raw.strip().isdigit() or len(raw.strip()) > 9:
+    digits = raw.strip()
+    # ASCII digits only: str.isdigit() also takes '²', which int() refuses.
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 9:
         raise _refuse(name, f"{echo(raw)} is not a whole number.")
-    return int(raw)
+    return int(digits)
 
 
 def model_for(name: str | None, vendor_models: dict[str, str]) -> str | None:
@@ -206,8 +219,8 @@ def model_for(name: str | None, vendor_models: dict[str, str]) -> str | None:
         return None
     if name in vendor_models:
         return vendor_models[name] or None
-    if name.lower().startswith(VENDOR_MODEL_PREFIXES):
-        return None
+    if "/" not in name and name.lower().startswith(VENDOR_MODEL_PREFIXES):
+        return None  # a vendor's name, not a model folder's path
     return name
 
 
@@ -499,6 +512,13 @@ class DeepgramWebSocket(OverHTTP):
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         """HTTP 400/401/403/503 with Deepgram's error body and ``dg-error`` header."""
         status = http_status(error)
+        if isinstance(error, AuthError) and error.detail.startswith(KEY_REQUIRED):
+            error = AuthError(
+                f"{KEY_REQUIRED}: send 'Authorization: Token KEY' (Deepgram's scheme), "
+                "'Authorization: Bearer KEY', the WebSocket subprotocols ['token', KEY], "
+                "or '?token=KEY'.",
+                code=error.code,
+            )
         body = {
             "err_code": _err_code(error, status),
             "err_msg": error.detail,
@@ -518,7 +538,9 @@ class DeepgramWebSocket(OverHTTP):
             logger.info("/v1/listen: ignored parameters %s", ", ".join(self.query.ignored))
 
     async def accept(self, subprotocol: str | None) -> None:
-        await self.websocket.accept(subprotocol=self._subprotocol or subprotocol)
+        # Deepgram sends ``dg-request-id`` on every handshake answer, the upgrade too.
+        headers = [(b"dg-request-id", self.request_id.encode("ascii"))]
+        await self.websocket.accept(subprotocol=self._subprotocol or subprotocol, headers=headers)
 
     async def receive_config(self) -> StreamConfig:
         """Deepgram has no config message: the query is the config."""
@@ -568,14 +590,7 @@ class DeepgramWebSocket(OverHTTP):
         if kind == "Configure":
             detail = "Configure is not supported by this server; the stream goes on unchanged."
             return Invalid(ProtocolError(detail, code="unsupported_message", fatal=False))
-        return Invalid(
-            ProtocolError(
-                f"Unknown message {echo(text)}; supported: KeepAlive, Finalize, CloseStream "
-                "(JSON text frames) and binary audio.",
-                code="SchemaError",
-                fatal=False,
-            )
-        )
+        return Invalid(UnparsedMessage(text))
 
     # -- server → client ------------------------------------------------------------
 
@@ -715,13 +730,29 @@ def _err_code(error: ASRError, status: int) -> str:
     return "INTERNAL_SERVER_ERROR"
 
 
+class UnparsedMessage(ProtocolError):
+    """A text message that is none of Deepgram's: ``SchemaError``, the stream goes on."""
+
+    code = "SchemaError"
+
+    def __init__(self, text: str) -> None:
+        super().__init__(
+            f"Unknown message {echo(text)}; supported: KeepAlive, Finalize, CloseStream "
+            "(JSON text frames) and binary audio.",
+            fatal=False,
+        )
+        # Deepgram's ``message``: "the original client message that could not be parsed".
+        cut = text[:MAX_ECHO_MESSAGE_CHARS]
+        self.text = cut if len(cut) == len(text) else cut + "…(cut)"
+
+
 def _error_message(error: ASRError) -> dict[str, Any]:
     """Deepgram's ``Error`` message; ``variant`` carries our stable code."""
     return {
         "type": "Error",
         "variant": error.code,
         "description": error.detail,
-        "message": "",
+        "message": error.text if isinstance(error, UnparsedMessage) else "",
         "code": error.code,
     }
 

@@ -129,6 +129,8 @@ async def test_keepalive_and_unknown_messages_do_not_end_the_stream(scripted_url
         await s.closed()
     assert s.close_code == 1000
     assert [m["variant"] for m in s.of("Error")] == ["SchemaError", "SchemaError"]
+    # Deepgram's `message`: the client's message that could not be parsed.
+    assert [m["message"] for m in s.of("Error")] == ['{"type": "Shout"}', "not json"]
     assert s.transcript() == "w0" and s.types[-1] == "Metadata"
 
 
@@ -137,6 +139,8 @@ async def test_a_vendor_model_name_runs_the_default_model_and_our_names_work(
 ) -> None:
     for model, expected in [
         ("nova-2-general", "talking/talking"),
+        ("base-general", "talking/talking"),  # Deepgram's default name
+        ("whisper-large", "talking/talking"),
         ("counting", "talking/counting"),
     ]:
         async with listen(scripted_url, model=model) as s:
@@ -159,6 +163,20 @@ async def test_a_wrong_key_gets_401_and_no_key_too(scripted_url: str) -> None:
     assert refused.value.status_code == 401
     status, body = await handshake(scripted_url, "encoding=linear16&sample_rate=16000", {})
     assert status == 401 and body["err_code"] == "INVALID_AUTH" and body["code"] == "unauthorized"
+    assert "'Authorization: Token KEY'" in body["err_msg"]  # Deepgram's own scheme first
+
+
+async def test_the_upgrade_carries_the_request_id_the_stream_reports(scripted_url: str) -> None:
+    url = f"{scripted_url}/v1/listen?{BASE_QUERY}"
+    async with websockets.connect(url, additional_headers={"Authorization": f"Token {KEY}"}) as ws:
+        assert ws.response is not None and ws.response.status_code == 101
+        request_id = ws.response.headers["dg-request-id"]
+        await ws.send(loud(0.5))
+        await ws.send(json.dumps({"type": "CloseStream"}))
+        messages = [json.loads(m) async for m in ws]
+    assert messages[-1]["type"] == "Metadata" and messages[-1]["request_id"] == request_id
+    results = [m for m in messages if m["type"] == "Results"]
+    assert results and {m["metadata"]["request_id"] for m in results} == {request_id}
 
 
 @pytest.mark.parametrize(
@@ -191,6 +209,10 @@ BAD_QUERIES = [
     ("model=nova-3&encoding=linear16", "unsupported_sample_rate"),
     (BASE_QUERY.replace("16000", "96000"), "unsupported_sample_rate"),
     (BASE_QUERY.replace("16000", "16k"), "invalid_query_parameter"),
+    # Digits str.isdigit() takes and int() does not: 400, not a 500.
+    (BASE_QUERY.replace("16000", "%C2%B2"), "invalid_query_parameter"),
+    (BASE_QUERY + "&utterance_end_ms=%C2%B9", "invalid_query_parameter"),
+    (BASE_QUERY + "&endpointing=%D9%A3", "invalid_query_parameter"),
     (BASE_QUERY + "&channels=2", "unsupported_channels"),
     (BASE_QUERY + "&language=multi", "unsupported_language"),
     (BASE_QUERY + "&interim_results=yes", "invalid_query_parameter"),
