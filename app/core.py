@@ -35,7 +35,7 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.requests import HTTPConnection
 
 from app.admission import Admission, Pool
-from app.asr.base import EngineInfo, Recognizer, RecognizerLoader
+from app.asr.base import EngineInfo, Recognizer, RecognizerLoader, SupportsCheck
 from app.asr.registry import Registry
 from app.audio import PcmFramer
 from app.auth import Authenticator
@@ -170,9 +170,11 @@ class Transport(Protocol):
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         """Refuse before the upgrade (HTTP 400/401/403/503, with the error as a JSON body)."""
 
-    def check_request(self) -> None:
+    def check_request(self) -> StreamConfig | None:
         """The door's own checks of the handshake (a query it cannot serve: raise
-        `ConfigError`, answered 400 before the upgrade); after auth and admission."""
+        `ConfigError`, answered 400 before the upgrade); after auth and admission.
+        Returns the session's config when the request carries it (Deepgram's query,
+        a WebRTC offer), so the core refuses what it cannot serve before the upgrade."""
 
     async def accept(self, subprotocol: str | None) -> None:
         """Complete the handshake."""
@@ -300,7 +302,8 @@ class SessionCore:
             # can send the connection to another node (DESIGN.md §2).
             client = transport.client
             self.admission.check_door(self.default_pool, client)
-            transport.check_request()
+            early = transport.check_request()
+            plan = None if early is None else await self._preflight(early)
         except ASRError as exc:
             self.metrics.errors.labels(exc.code).inc()
             logger.info("refused a connection: %s", exc.code)
@@ -314,8 +317,9 @@ class SessionCore:
         try:
             with self.admission.pending_connection(client):
                 await transport.accept(creds.subprotocol)
-                config = await self._receive_config(transport)
-                plan = plan_session(config, self.settings, self.registry, self.defaults)
+                if plan is None:
+                    config = await self._receive_config(transport)
+                    plan = plan_session(config, self.settings, self.registry, self.defaults)
                 # The engine is known now: its pool must have room (else 1013, the fallback).
                 wanted = self.pool_of(plan.request.backend)
                 self.admission.admit(wanted, client)
@@ -359,6 +363,17 @@ class SessionCore:
                 logger.info("[%s] closed (%s): %s", session_id, outcome, figures.summary())
             if session is None:
                 logger.info("[%s] closed (%s)", session_id, outcome)
+
+    async def _preflight(self, config: StreamConfig) -> SessionPlan:
+        """Plan a config the request carried, and let its engine refuse what it cannot
+        serve (a language its model lacks, a model it does not have) without loading a
+        model: a 400 before the upgrade, which a vendor's SDK reports as one."""
+        plan = plan_session(config, self.settings, self.registry, self.defaults)
+        loader = self.registry.get_loader(plan.request.backend)
+        if isinstance(loader, SupportsCheck):
+            # Resolving a model may touch the disk (the `base` parts are joined once).
+            await asyncio.to_thread(loader.check, plan.request)
+        return plan
 
     async def _receive_config(self, transport: Transport) -> StreamConfig:
         timeout = self.settings.config_timeout_sec

@@ -531,11 +531,12 @@ class DeepgramWebSocket(OverHTTP):
         headers = {"dg-request-id": self.request_id, "dg-error": ascii_detail}
         await deny(self.websocket, error, retry_after, body, headers)
 
-    def check_request(self) -> None:
+    def check_request(self) -> StreamConfig | None:
         self.query = parse_listen_query(self.websocket.query_params, self.vendor_models)
         self._audio.rate = self.query.sample_rate
         if self.query.ignored:
             logger.info("/v1/listen: ignored parameters %s", ", ".join(self.query.ignored))
+        return self.query.stream_config()
 
     async def accept(self, subprotocol: str | None) -> None:
         # Deepgram sends ``dg-request-id`` on every handshake answer, the upgrade too.

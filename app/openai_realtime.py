@@ -595,8 +595,9 @@ class OpenAIRealtime(OverHTTP):
         body = {"error": {k: v for k, v in error_event(error)["error"].items() if k != "event_id"}}
         await deny(self.websocket, error, retry_after, body)
 
-    def check_request(self) -> None:
-        """Only transcription sessions: a conversation needs a speech-to-speech model."""
+    def check_request(self) -> StreamConfig | None:
+        """Only transcription sessions: a conversation needs a speech-to-speech model.
+        The config comes after the upgrade (``session.update``)."""
         intent = self.query_params.get("intent")
         if intent is not None and intent != INTENT:
             raise ConfigError(
@@ -605,6 +606,7 @@ class OpenAIRealtime(OverHTTP):
                 code="unsupported_intent",
                 field="intent",
             )
+        return None
 
     async def accept(self, subprotocol: str | None) -> None:
         """Accept and say ``session.created`` at once, as OpenAI does: some clients wait for it."""

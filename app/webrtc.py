@@ -429,9 +429,10 @@ class PeerTransport(OverHTTP):
     async def refuse(self, error: ASRError, retry_after: int) -> None:
         self._respond(_error_response(error, retry_after))
 
-    def check_request(self) -> None:
+    def check_request(self) -> StreamConfig | None:
         self.offer = parse_offer(self.body)
         self.inbox = Inbox(self.offer.config.sample_rate_hertz)
+        return self.offer.config
 
     async def accept(self, subprotocol: str | None) -> None:
         """Negotiate: the answer is made (ICE gathered) but sent only with ``Started``."""

@@ -162,8 +162,9 @@ class NativeWebSocket(OverHTTP):
         """HTTP 400/401/403/429/503 with the `error` object as JSON."""
         await deny(self.websocket, error, retry_after)
 
-    def check_request(self) -> None:
+    def check_request(self) -> StreamConfig | None:
         """Nothing to check: the config comes after the upgrade."""
+        return None
 
     async def accept(self, subprotocol: str | None) -> None:
         await self.websocket.accept(subprotocol=subprotocol)

@@ -399,6 +399,19 @@ class EngineInfo:
     `app.session.EngineLoad`); None: no previews."""
 
 
+@runtime_checkable
+class SupportsCheck(Protocol):
+    """A loader that can refuse a request it cannot serve without loading a model.
+
+    ``check`` raises `app.errors.ConfigError` naming the field (a language the
+    model lacks, a model it does not have); its return value is not used. The
+    core calls it before the upgrade when the request carries the config
+    (Deepgram's query, a WebRTC offer), so the client gets HTTP 400.
+    """
+
+    def check(self, request: EngineRequest) -> object: ...
+
+
 class ModelLoader(Protocol):
     """Builds a fresh processor per session; heavy models are cached inside the loader.
 

@@ -16,6 +16,7 @@ import pytest
 from bench.server import running_server
 from bench.stream_latency import doubled_phrases, word_error_rate
 from tests.deepgram.conftest import KEY, ROOT, SDK_WARNINGS, listen, ws_base
+from tests.deepgram.test_protocol import handshake
 
 pytestmark = [pytest.mark.e2e, SDK_WARNINGS]
 
@@ -64,3 +65,27 @@ async def test_a_clip_streamed_through_the_sdk_is_transcribed(model_url: str) ->
     assert s.types.index("SpeechStarted") < s.types.index("Results")
     assert any(m["speech_final"] for m in s.finals())  # the clip has pauses
     assert s.messages[-1]["duration"] == pytest.approx(len(pcm) / 2 / rate, abs=0.01)
+
+
+@pytest.mark.parametrize(
+    ("query", "code"),
+    [
+        ("model=nova-3&language=es", "unsupported_language"),  # tiny.en is English only
+        ("model=no-such-model", "unknown_model"),
+    ],
+    ids=["language", "model"],
+)
+async def test_what_the_engine_cannot_serve_is_a_400_before_the_upgrade(
+    model_url: str, query: str, code: str
+) -> None:
+    """The query is the config: the engine refuses it before the upgrade, so the SDK's
+    connect() raises ApiError(400) instead of opening a stream that closes at once."""
+    from deepgram.core.api_error import ApiError
+
+    params = dict(part.split("=") for part in query.split("&"))
+    with pytest.raises(ApiError) as refused:
+        async with listen(model_url, **params):
+            pass
+    assert refused.value.status_code == 400
+    status, body = await handshake(model_url, f"{query}&encoding=linear16&sample_rate=16000")
+    assert (status, body["code"], body["err_code"]) == (400, code, "Bad Request")
