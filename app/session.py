@@ -49,6 +49,7 @@ from app.asr.base import (
     SupportsSpeaking,
     SupportsUtterances,
     TextSpan,
+    TimedWord,
     as_text_span,
 )
 from app.audio import BYTES_PER_SAMPLE, PcmDecoder
@@ -647,10 +648,35 @@ class ProcessorRecognizer:
         self._emit_speech(emit, until_stop=True, ended=ended)
         span = as_text_span(result)
         if span is not None:
+            span = self._emit_utterances_within(emit, span)
             emit(TranscriptEvent(span, is_final=True, cause=cause))
             self._last_interim = ""
         # A pass that ended an utterance (a pause, a finalize, the end) committed it whole.
         self._emit_speech(emit, until_stop=False, settled=cause in UTTERANCE_ENDS)
+
+    def _emit_utterances_within(self, emit: Emit, span: TextSpan) -> TextSpan:
+        """Emit the utterances a final holds whole, each with the pause that ended it;
+        return the rest of the final.
+
+        A pass over audio that came faster than real time (a file sent at once) commits
+        several utterances together: split at each pause with words after it, so that
+        every ``stopped`` still comes after its utterance's finals and before the next
+        one's. Such a pause is settled: the words after it were committed, so all
+        before it were. A final whose words do not make up its text is not split.
+        """
+        held = self._speech
+        while held:
+            change = held[0]
+            if change.kind == "stopped":
+                head, rest = split_span(span, change.at)
+                if rest is None:
+                    break  # no words after this pause: the rest of the pass's events
+                if head is not None:
+                    emit(TranscriptEvent(head, is_final=True, cause="pause"))
+                span = rest
+            emit(SpeechEvent(change.kind, change.at, settled=change.kind == "stopped"))
+            del held[0]
+        return span
 
     def _emit_speech(
         self, emit: Emit, *, until_stop: bool, ended: bool = False, settled: bool = False
@@ -679,6 +705,39 @@ class ProcessorRecognizer:
         if span is not None and text != self._last_interim:
             self._last_interim = text
             emit(TranscriptEvent(span, is_final=False))
+
+
+def split_span(span: TextSpan, at: float) -> tuple[TextSpan | None, TextSpan | None]:
+    """The words of ``span`` that start before ``at``, and the rest (None when empty).
+
+    Only a span whose words make up its text (joined as they are, as faster-whisper's
+    words with their leading spaces, or with spaces) can be split; any other comes
+    back whole as the head.
+    """
+    words = span.words
+    if not words:
+        return span, None
+    if "".join(w.word for w in words) == span.text:
+        sep = ""
+    elif " ".join(w.word for w in words) == span.text:
+        sep = " "
+    else:
+        return span, None
+    cut = next((i for i, w in enumerate(words) if w.start >= at), len(words))
+    if cut == len(words):
+        return span, None
+    if cut == 0:
+        return None, span
+
+    def part(chosen: tuple[TimedWord, ...], start: float, end: float) -> TextSpan:
+        probabilities = [w.probability for w in chosen]
+        confidence = span.confidence
+        if all(p is not None for p in probabilities):
+            confidence = sum(p for p in probabilities if p is not None) / len(chosen)
+        return TextSpan(start, end, sep.join(w.word for w in chosen), chosen, confidence)
+
+    head, rest = words[:cut], words[cut:]
+    return part(head, span.start, head[-1].end), part(rest, rest[0].start, span.end)
 
 
 # --------------------------------------------------------------------------- session

@@ -143,3 +143,27 @@ async def test_real_speech(model_base: str, mode: Mode, name: str) -> None:
     assert wer <= MAX_WER, f"WER {wer:.3f}: {transcript!r}"
     assert not doubled_phrases(reference, transcript), transcript
     assert longest_dropped_run(reference, transcript) <= MAX_DROPPED_RUN, transcript
+
+
+async def test_a_file_sent_at_once_gives_each_turn_its_own_words(model_base: str) -> None:
+    """Server VAD over audio that arrives faster than real time (a file in one go): one
+    engine pass hears every utterance, and each turn still gets the words spoken in it
+    (before, the first turn took them all and the others completed empty)."""
+    audio, reference = clip_24k("jfk_16k.wav")
+    async with session(model_base, "ga") as (conn, reader):
+        await update(conn, "ga", vad=True)
+        await append(conn, audio + pcm(1.0, value=0))
+        await reader.wait_for(
+            lambda _: len(reader.of(COMPLETED)) >= 3 and spoken_turns_completed(reader),
+            within=60.0,
+        )
+        await asyncio.sleep(1.0)  # any later turn
+        transcript = check_turns(reader)
+    # JFK's four sentences are four utterances; a breath may make an empty fifth.
+    spoken = [c["transcript"] for c in reader.of(COMPLETED) if c["transcript"]]
+    assert len(spoken) >= 3, spoken
+    starts = [e["audio_start_ms"] for e in reader.of("input_audio_buffer.speech_started")]
+    assert len(starts) >= len(spoken)
+    assert max(len(t.split()) for t in spoken) < len(reference.split()) * 0.6, spoken
+    wer = word_error_rate(reference, transcript)
+    assert wer <= MAX_WER, f"WER {wer:.3f}: {transcript!r}"

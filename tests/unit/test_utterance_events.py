@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from app.asr.base import EngineInfo, SpeechChange, SupportsUtterances
+from app.asr.base import EngineInfo, SpeechChange, SupportsUtterances, TextSpan, TimedWord
 from app.asr.online import OnlineASRProcessor, ProcessorOptions
 from app.asr.vad import FRAME_SEC, SpeechTimeline
 from app.session import (
@@ -25,6 +25,7 @@ from app.session import (
     SessionEvent,
     SpeechEvent,
     TranscriptEvent,
+    split_span,
 )
 from app.ws import NativeWebSocket
 from tests.unit.scripted import SR, ScriptedASR, Word, regular_words, visible
@@ -199,6 +200,28 @@ async def test_finals_say_why_they_were_made_and_speech_events_frame_them() -> N
     ]
 
 
+async def test_a_pass_over_several_utterances_emits_each_with_its_own_stop() -> None:
+    """Audio sent faster than real time (a file at once): one pass commits two
+    utterances. Each still comes before its stop and after its start, so a door that
+    closes a turn on a stop (OpenAI's server VAD) gives each turn its own words."""
+    script = [*regular_words(4, first=0.5), Word(4.05, 4.4, " w9"), Word(4.5, 4.9, " w10")]
+    run = Run(vad_processor(script), asyncio.get_running_loop())
+    audio = [silence(0.5), speech(2.0), silence(1.5), speech(1.0), silence(1.0)]
+    await run.put(pcm(np.concatenate(audio)))
+    run.end()
+    assert run.story() == [
+        ("started", frame_start(0.5)),
+        (" w0 w1 w2 w3", "pause"),
+        ("stopped", frame_start(2.5 + FRAME_SEC)),
+        ("started", frame_start(4.0)),
+        (" w9 w10", "pause"),
+        ("stopped", frame_start(5.0 + FRAME_SEC)),
+        ("complete",),
+    ]
+    speech_events = [e for e in run.events if isinstance(e, SpeechEvent)]
+    assert [e.settled for e in speech_events if e.kind == "stopped"] == [True, True]
+
+
 async def test_an_engine_without_voice_activity_says_agreement_finalize_and_end() -> None:
     processor = ScriptedProcessor(finals=[(0.0, 0.5, " one")], last=(1.0, 1.5, " two"))
     run = Run(processor, asyncio.get_running_loop())
@@ -223,3 +246,22 @@ async def test_the_native_protocol_does_not_carry_voice_activity() -> None:
 
     await NativeWebSocket(Socket()).send(SpeechEvent("started", 1.0))  # type: ignore[arg-type]
     assert sent == []
+
+
+def test_a_span_splits_before_the_first_word_that_starts_at_the_pause() -> None:
+    words = (
+        TimedWord(0.5, 0.9, " Ask", 0.9),
+        TimedWord(1.0, 1.4, " not.", 0.7),
+        TimedWord(3.0, 3.4, " What", 0.5),
+    )
+    span = TextSpan(0.4, 3.6, " Ask not. What", words, confidence=0.7)
+    head, rest = split_span(span, 2.0)
+    assert head == TextSpan(0.4, 1.4, " Ask not.", words[:2], pytest.approx(0.8))
+    assert rest == TextSpan(3.0, 3.6, " What", words[2:], 0.5)
+    assert split_span(span, 5.0) == (span, None)  # no words after the pause
+    assert split_span(span, 0.1) == (None, span)  # none before it
+    spaced = TextSpan(0.4, 3.6, "Ask not. What", tuple(w._replace(word=w.word[1:]) for w in words))
+    assert [part.text for part in split_span(spaced, 2.0) if part] == ["Ask not.", "What"]
+    # Words that do not make up the text (an engine that rewrote it): never split.
+    rewritten = TextSpan(0.4, 3.6, " Ask not, what", words)
+    assert split_span(rewritten, 2.0) == (rewritten, None)
