@@ -115,7 +115,11 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     async def openai_realtime(websocket: WebSocket) -> None:
         """OpenAI's Realtime transcription protocol (docs/COMPATIBILITY.md)."""
-        transport = OpenAIRealtime(websocket, send_timeout_sec=settings.send_timeout_sec)
+        transport = OpenAIRealtime(
+            websocket,
+            send_timeout_sec=settings.send_timeout_sec,
+            max_frame_bytes=settings.max_frame_bytes,
+        )
         await endpoint.serve(transport)
 
     app.add_api_websocket_route(OPENAI_REALTIME_PATH, openai_realtime)

@@ -94,6 +94,10 @@ DEFAULT_SERVER_VAD: dict[str, Any] = {
     "prefix_padding_ms": 300,
     "silence_duration_ms": 500,
 }
+# Notices OpenAI has no event for, which its clients would take as a failure: an
+# `error` is "most errors are recoverable" at best, and sending faster than real time
+# (a file in one go) is allowed there. Logged instead.
+QUIET_NOTICES = frozenset({"engine_behind"})
 SESSION_TTL_SEC = 30 * 60  # `expires_at`: OpenAI's session limit; ours is MAX_SESSION_SEC
 # How long telling a client its fatal error may take before the close.
 FAIL_SEND_TIMEOUT_SEC = 5.0
@@ -536,6 +540,7 @@ class Item:
     audio_end_sec: float | None = None  # where it was committed (or its speech stopped)
     text: str = ""
     spoken: bool = False  # `speech_started` was sent for it
+    previous_id: str | None = None  # the item committed before it (set at its commit)
     last_cause: str | None = None  # why its latest final was made
 
 
@@ -556,8 +561,18 @@ _OTHER_CLIENT_EVENTS = frozenset(
 class OpenAIRealtime(OverHTTP):
     """One ``/v1/realtime?intent=transcription`` connection as a `Transport` of the core."""
 
-    def __init__(self, websocket: WebSocket, *, send_timeout_sec: float = 30.0) -> None:
+    def __init__(
+        self,
+        websocket: WebSocket,
+        *,
+        send_timeout_sec: float = 30.0,
+        max_frame_bytes: int = 1_048_576,
+    ) -> None:
         self.websocket = self.connection = websocket
+        # OpenAI takes appends of up to 15 MiB: one is handed to the core as frames
+        # of at most MAX_FRAME_BYTES (even, so no frame splits a sample).
+        self.frame_bytes = max(2, max_frame_bytes - max_frame_bytes % 2)
+        self._frames: deque[bytes] = deque()  # the rest of an append, for the next receives
         beta = websocket.headers.get(BETA_HEADER, "").replace(" ", "").lower()
         self.mode: Mode = "beta" if "realtime=v1" in beta else "ga"
         self.send_timeout_sec = send_timeout_sec
@@ -635,6 +650,8 @@ class OpenAIRealtime(OverHTTP):
             return self._stream_config()
 
     async def receive(self) -> Inbound:
+        if self._frames:
+            return Audio(self._frames.popleft())
         event = self._pending.popleft() if self._pending else await self._read_event()
         try:
             return await self._handle(event)
@@ -663,6 +680,9 @@ class OpenAIRealtime(OverHTTP):
             self._last_engine_event = asyncio.get_running_loop().time()
             await self._on_flushed(event)
         elif isinstance(event, ErrorEvent):
+            if event.error.code in QUIET_NOTICES:
+                logger.info("OpenAI realtime session %s: %s", self.session_id, event.error.detail)
+                return
             await self._send_json(error_event(event.error))
         elif isinstance(event, CompleteEvent):
             await self._on_complete()
@@ -786,7 +806,9 @@ class OpenAIRealtime(OverHTTP):
         if self._item is None:
             self._item = Item(_id("item"), self._audio_sec)
         self._audio_sec += len(pcm) / 2 / self.settings.sample_rate
-        return Audio(pcm)
+        step = self.frame_bytes
+        self._frames.extend(pcm[i : i + step] for i in range(step, len(pcm), step))
+        return Audio(pcm[:step])
 
     async def _on_commit(self, event: dict[str, Any], event_id: str | None) -> Inbound:
         _only(event, set(), event_id)
@@ -822,7 +844,7 @@ class OpenAIRealtime(OverHTTP):
         changed = self._engine_change(settings)
         if changed is not None:
             raise RealtimeEventError(
-                f"Invalid value for {echo(changed)}: the audio format, transcription model and "
+                f"Invalid value for '{changed}': the audio format, transcription model and "
                 "language are fixed once the session has started; open a new session to change "
                 "them.",
                 code="invalid_value",
@@ -1009,6 +1031,7 @@ class OpenAIRealtime(OverHTTP):
 
     async def _commit(self, item: Item) -> None:
         previous, self._last_item_id = self._last_item_id, item.id
+        item.previous_id = previous
         await self._send_json(
             {
                 "type": "input_audio_buffer.committed",
@@ -1065,7 +1088,7 @@ class OpenAIRealtime(OverHTTP):
                 {
                     "type": "conversation.item.done",
                     "event_id": _id("event"),
-                    "previous_item_id": None,
+                    "previous_item_id": item.previous_id,
                     "item": _item_json(item, transcript=item.text),
                 }
             )

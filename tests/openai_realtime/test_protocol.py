@@ -120,6 +120,27 @@ async def test_commits_make_turns(scripted_base: str, mode: Mode) -> None:
         assert not reader.of("input_audio_buffer.speech_started")  # turn detection off
 
 
+async def test_an_append_past_the_frame_limit_is_taken_whole(scripted_base: str) -> None:
+    """OpenAI takes appends of up to 15 MiB: 30 s in one event (1.4 MB, past the 1 MiB
+    frame limit) reaches the engine whole, and the session goes on."""
+    async with session(scripted_base, "ga") as (conn, reader):
+        await update(conn, "ga")
+        await append(conn, pcm(30.0), chunk_ms=30_000)
+        await conn.input_audio_buffer.commit()
+        first = await reader.wait_type(COMPLETED, within=30.0)
+        await append(conn, pcm(1.0))
+        await conn.input_audio_buffer.commit()
+        second = await reader.wait_for(
+            lambda e: e["type"] == COMPLETED and e["item_id"] != first["item_id"]
+        )
+        assert not reader.of("error"), reader.of("error")
+        assert first["usage"] == {"type": "duration", "seconds": 30.0}
+        assert samples_heard(second["transcript"]) == 31 * ENGINE_RATE
+        # conversation.item.done names the item before it, as committed and added do.
+        done = {e["item"]["id"]: e["previous_item_id"] for e in reader.of("conversation.item.done")}
+        assert done == {first["item_id"]: None, second["item_id"]: first["item_id"]}
+
+
 @pytest.mark.parametrize("mode", MODES)
 async def test_server_vad_turns(scripted_base: str, mode: Mode) -> None:
     """With server VAD, the engine's voice activity ends turns: started, stopped,
