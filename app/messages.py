@@ -86,10 +86,31 @@ def _load_json_object(text: str, what: str) -> dict[str, Any]:
 def parse_config(text: str) -> StreamConfig:
     """Parse the first message; raise `ConfigError` naming the offending field."""
     data = _load_json_object(text, "config message")
+    for key in data:
+        if key not in _CONFIG_FIELDS and not _is_unicode(key):
+            # pydantic reports a key with an unpaired surrogate as an error of no field
+            raise _unknown_field(key)
     try:
         return StreamConfig.model_validate(data)
     except PydanticValidationError as exc:
         raise _config_error(exc) from None
+
+
+def _unknown_field(field: str) -> ConfigError:
+    known = ", ".join(sorted(_CONFIG_FIELDS))
+    return ConfigError(
+        f"Unknown field {echo(field)} in config; known fields are: {known}.",
+        code="unknown_field",
+        field=field,
+    )
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _config_error(exc: PydanticValidationError) -> ConfigError:
@@ -97,12 +118,7 @@ def _config_error(exc: PydanticValidationError) -> ConfigError:
     field = ".".join(str(part) for part in err["loc"]) or "config"
     kind = err["type"]
     if kind == "extra_forbidden":
-        known = ", ".join(sorted(_CONFIG_FIELDS))
-        return ConfigError(
-            f"Unknown field {echo(field)} in config; known fields are: {known}.",
-            code="unknown_field",
-            field=field,
-        )
+        return _unknown_field(field)
     if kind == "missing":
         return ConfigError(
             f"Field '{field}' is required in the config.", code="missing_field", field=field

@@ -189,6 +189,8 @@ def test_48k_input_is_resampled_to_16k(client: TestClient, loader: CountingLoade
         # Python refuses integers over 4,300 digits with a ValueError, not JSONDecodeError.
         ('{"sample_rate_hertz": 1' + "0" * 5000 + "}", "invalid_json", None),
         (json.dumps({**CONFIG, "colour": "red"}), "unknown_field", "colour"),
+        # A key with an unpaired surrogate escape: pydantic names no field for it.
+        (json.dumps(CONFIG)[:-1] + ', "x\\udc00y": "z"}', "unknown_field", "x\\udc00y"),
         (json.dumps({"encoding": "LINEAR16"}), "missing_field", "sample_rate_hertz"),
         (json.dumps({"sample_rate_hertz": 16000}), "missing_field", "encoding"),
         (
