@@ -570,6 +570,8 @@ class SessionCore:
             event = await session.events.get()
             stream.taken.set()
             if isinstance(event, TranscriptEvent):
+                if not event.is_final and stream.stopped:
+                    continue  # finishing (stop, a limit): only the last finals and complete follow
                 if event.is_final:
                     arrived = stream.arrival_of(event.span.end)
                     if arrived is not None:

@@ -15,7 +15,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from starlette.testclient import WebSocketTestSession
 
-from app.settings import ENGINE_SAMPLE_RATE
+from app.asr.registry import Registry
+from app.main import create_app
+from app.settings import ENGINE_SAMPLE_RATE, Settings
 from tests.support.scripted import CountingLoader
 from tests.support.ws import drain
 
@@ -339,6 +341,31 @@ def test_a_slow_engine_does_not_block_reading(client: TestClient) -> None:
     assert close == 1000
     finals = "".join(m["text"] for m in messages if m["type"] == "transcript" and m["is_final"])
     assert finals.endswith("end64000")  # all 4 s arrived
+
+
+def test_after_a_limit_ends_the_session_no_interim_comes(loader: CountingLoader) -> None:
+    """The error comes first, then the last finals and `complete` (STREAMING.md §4):
+    a pass that was running when the limit struck shows no interim after the error."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        default_backend="slow",
+        default_model="counting",
+        max_session_sec=1.5,
+    )
+    registry = Registry(settings, entries={})
+    registry.register_loader("slow", CountingLoader(iter_delay=1.0))
+    with TestClient(create_app(settings, registry)) as client:
+        with client.websocket_connect(URL) as ws:
+            start(ws)
+            send_audio(ws, 1.0)
+            time.sleep(0.3)  # the engine is inside its pass
+            send_audio(ws, 1.0)  # past the limit while that pass runs
+            messages, close = drain(ws)
+    kinds = [m["type"] if m["type"] != "transcript" else m["is_final"] for m in messages]
+    after = kinds[kinds.index("error") :]
+    assert messages[kinds.index("error")]["code"] == "max_duration_exceeded"
+    assert False not in after, kinds  # no interim after the error
+    assert after[-1] == "complete" and True in after and close == 1008
 
 
 def test_disconnect_tears_the_session_down(client: TestClient, app: FastAPI) -> None:
