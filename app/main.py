@@ -195,7 +195,10 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         }
         if not app.state.ready or endpoint.draining:
             status = "draining" if endpoint.draining else "loading"
-            return JSONResponse({"status": status, **figures}, status_code=503)
+            # Not accepting: the same fields as a full node's answer (no checks are run).
+            body = {"status": status, **figures, "checks": {}}
+            body["retry_after_sec"] = admission.retry_after
+            return JSONResponse(body, status_code=503)
         checks = {}
         if GOOGLE in registry and google_configured(settings, endpoint.defaults):
             checks[GOOGLE] = await readiness.google(registry.get_loader(GOOGLE))

@@ -134,6 +134,9 @@ def test_drain_refuses_new_sessions_lets_running_ones_finish_and_keeps_the_proce
         )
         ready = small.get("/ready")
         assert ready.status_code == 503 and ready.json()["status"] == "draining"
+        # Not accepting: as a full node's answer, with when to retry (STREAMING.md §10).
+        assert ready.json()["accepting"] is False and ready.json()["checks"] == {}
+        assert ready.json()["retry_after_sec"] >= 1
         refused = refusal(small)
         assert refused.status_code == 503 and json.loads(refused.content)["code"] == "shutting_down"
         # Within the grace the running session ends on its own terms: every word, then 1000.
