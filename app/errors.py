@@ -4,6 +4,7 @@
     ├── ConfigError               invalid_config et al.   1008 (policy / bad config)
     │   └── GoogleInvalidArgument google_invalid_argument 1008 (Google refused the config)
     ├── ProtocolError             protocol_error          1008
+    │   └── UpgradeRequired       websocket_required      HTTP 426: plain HTTP to a WebSocket path
     ├── AudioFormatError          invalid_audio           1008
     ├── LimitError                limit_exceeded          1008
     │   ├── FrameTooLarge         frame_too_large         1009 (message too big)
@@ -50,7 +51,8 @@ def echo(value: object) -> str:
     text = repr(value)
     if len(text) <= MAX_ECHO_CHARS:
         return text
-    return f"{text[:MAX_ECHO_CHARS]}…(cut: {len(text)} characters)"
+    length = len(value) if isinstance(value, str) else len(text)  # the value's, not its quotes'
+    return f"{text[:MAX_ECHO_CHARS]}…(cut: {length} characters)"
 
 
 def _bounded(detail: str) -> str:
@@ -109,6 +111,12 @@ class ProtocolError(ASRError):
 
     code = "protocol_error"
     close_code = CloseCode.POLICY_VIOLATION
+
+
+class UpgradeRequired(ProtocolError):
+    """A plain HTTP request (no WebSocket upgrade) to a WebSocket endpoint."""
+
+    code = "websocket_required"
 
 
 class AudioFormatError(ASRError):
@@ -223,6 +231,8 @@ def http_status(error: ASRError) -> int:
         return 503
     if isinstance(error, TooManyConnections):
         return 429
+    if isinstance(error, UpgradeRequired):
+        return 426
     if isinstance(error, ConfigError | ProtocolError | AudioFormatError | LimitError):
         return 400
     return 500

@@ -23,7 +23,7 @@ from app.capacity import SupportsBusyCostEstimate, SupportsCostEstimate, busy_se
 from app.core import SessionCore
 from app.deepgram import PATH as DEEPGRAM_PATH
 from app.deepgram import DeepgramWebSocket
-from app.errors import AuthError
+from app.errors import AuthError, UpgradeRequired, http_status
 from app.forwarded import ForwardedClient, TrustedProxies
 from app.languages import to_whisper_language
 from app.messages import ErrorMessage
@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 # The browser client (plain HTML/JS, no build step), shipped as package data.
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# Every method a plain HTTP request to a WebSocket path may use: each is answered 426.
+HTTP_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None) -> FastAPI:
@@ -123,6 +125,20 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         await endpoint.serve(transport)
 
     app.add_api_websocket_route(OPENAI_REALTIME_PATH, openai_realtime)
+
+    async def websocket_required(request: Request) -> JSONResponse:
+        """Plain HTTP to a WebSocket path: say so (426), not "Not Found"."""
+        error = UpgradeRequired(
+            f"{request.url.path} is a WebSocket endpoint: connect with a WebSocket client "
+            "(ws:// or wss://, 'Upgrade: websocket'). Pre-recorded files are not taken over "
+            "HTTP; stream them (STREAMING.md)."
+        )
+        body = ErrorMessage(detail=error.detail, code=error.code).model_dump()
+        headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+        return JSONResponse(body, status_code=http_status(error), headers=headers)
+
+    for path in ("/ws/asr-stream", DEEPGRAM_PATH, OPENAI_REALTIME_PATH):
+        app.add_api_route(path, websocket_required, methods=HTTP_METHODS, include_in_schema=False)
     # WebRTC microphone input (the `webrtc` extra): the offer in, the answer out (app/webrtc.py).
     app.add_api_route(WEBRTC_PATH, webrtc.offer, methods=["POST"], include_in_schema=False)
     # The page and its scripts are public: the stream itself checks the API key.
@@ -196,9 +212,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
         if not app.state.ready or endpoint.draining:
             status = "draining" if endpoint.draining else "loading"
             # Not accepting: the same fields as a full node's answer (no checks are run).
-            body = {"status": status, **figures, "checks": {}}
-            body["retry_after_sec"] = admission.retry_after
-            return JSONResponse(body, status_code=503)
+            refused = {"status": status, **figures, "checks": {}}
+            refused["retry_after_sec"] = admission.retry_after
+            return JSONResponse(refused, status_code=503)
         checks = {}
         if GOOGLE in registry and google_configured(settings, endpoint.defaults):
             checks[GOOGLE] = await readiness.google(registry.get_loader(GOOGLE))

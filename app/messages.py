@@ -163,6 +163,13 @@ def parse_control(text: str) -> ControlMessage:
             code="config_already_sent",
             fatal=False,
         )
+    if kind is None:
+        raise ProtocolError(
+            "A control message needs a 'type': one of "
+            f"{', '.join(CONTROL_TYPES)} (as {{\"type\": \"stop\"}}).",
+            code="unknown_message_type",
+            fatal=False,
+        )
     if kind not in CONTROL_TYPES:
         raise ProtocolError(
             f"Unknown control message type {echo(kind)}; supported: {', '.join(CONTROL_TYPES)}.",

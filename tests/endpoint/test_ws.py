@@ -297,6 +297,29 @@ def test_non_fatal_errors_keep_the_session(client: TestClient) -> None:
     assert messages[-1] == {"type": "complete"}
 
 
+def test_a_control_message_without_a_type_is_told_what_type_is(client: TestClient) -> None:
+    with client.websocket_connect(URL) as ws:
+        start(ws)
+        ws.send_text("{}")
+        reply = ws.receive_json()
+        ws.send_text('{"type": "stop"}')
+        drain(ws)
+    assert reply["code"] == "unknown_message_type"
+    assert "needs a 'type'" in reply["detail"] and "None" not in reply["detail"]
+
+
+@pytest.mark.parametrize("path", [URL, "/v1/listen", "/v1/realtime"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_plain_http_to_a_websocket_path_is_426_not_404(
+    client: TestClient, path: str, method: str
+) -> None:
+    answer = client.request(method, path)
+    assert answer.status_code == 426 and answer.headers["upgrade"] == "websocket"
+    body = answer.json()
+    assert body["type"] == "error" and body["code"] == "websocket_required"
+    assert path in body["detail"]
+
+
 def test_oversize_frame_closes_1009(client: TestClient) -> None:
     with client.websocket_connect(URL) as ws:
         start(ws)
@@ -354,13 +377,12 @@ def test_after_a_limit_ends_the_session_no_interim_comes(loader: CountingLoader)
     )
     registry = Registry(settings, entries={})
     registry.register_loader("slow", CountingLoader(iter_delay=1.0))
-    with TestClient(create_app(settings, registry)) as client:
-        with client.websocket_connect(URL) as ws:
-            start(ws)
-            send_audio(ws, 1.0)
-            time.sleep(0.3)  # the engine is inside its pass
-            send_audio(ws, 1.0)  # past the limit while that pass runs
-            messages, close = drain(ws)
+    with TestClient(create_app(settings, registry)) as client, client.websocket_connect(URL) as ws:
+        start(ws)
+        send_audio(ws, 1.0)
+        time.sleep(0.3)  # the engine is inside its pass
+        send_audio(ws, 1.0)  # past the limit while that pass runs
+        messages, close = drain(ws)
     kinds = [m["type"] if m["type"] != "transcript" else m["is_final"] for m in messages]
     after = kinds[kinds.index("error") :]
     assert messages[kinds.index("error")]["code"] == "max_duration_exceeded"
