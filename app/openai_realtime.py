@@ -536,7 +536,7 @@ class Item:
     """One turn: a user message item whose audio is transcribed."""
 
     id: str
-    audio_start_sec: float  # stream time of its first audio
+    audio_start_sec: float  # stream time its audio starts: where the turn before it ended
     audio_end_sec: float | None = None  # where it was committed (or its speech stopped)
     text: str = ""
     spoken: bool = False  # `speech_started` was sent for it
@@ -804,7 +804,7 @@ class OpenAIRealtime(OverHTTP):
             return Control("keepalive")
         pcm = to_pcm16(data, self.settings.format)
         if self._item is None:
-            self._item = Item(_id("item"), self._audio_sec)
+            self._item = Item(_id("item"), self._boundary_sec)
         self._audio_sec += len(pcm) / 2 / self.settings.sample_rate
         step = self.frame_bytes
         self._frames.extend(pcm[i : i + step] for i in range(step, len(pcm), step))
@@ -987,7 +987,7 @@ class OpenAIRealtime(OverHTTP):
         item = self._item
         if event.kind == "started":
             if item is None:
-                item = self._item = Item(_id("item"), event.at)
+                item = self._item = Item(_id("item"), self._boundary_sec)
             if not item.spoken:
                 item.spoken = True
                 await self._send_json(

@@ -161,6 +161,9 @@ async def test_server_vad_turns(scripted_base: str, mode: Mode) -> None:
         # Stream times of the speech the engine heard (10 ms frames).
         assert [e["audio_start_ms"] for e in started] == [0, 2200]
         assert [e["audio_end_ms"] for e in stopped] == [1200, 3400]
+        # Each turn's audio is OpenAI's buffer: from the turn before it to its stop.
+        seconds = [e["usage"]["seconds"] for e in reader.of(COMPLETED)]
+        assert seconds == [1.2, 2.2]
         assert [(c["item_id"], c["previous_item_id"]) for c in committed] == [
             (items[0], None),
             (items[1], items[0]),
