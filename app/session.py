@@ -507,6 +507,9 @@ class ProcessorRecognizer:
         return light
 
     def _run(self, handoff: AudioHandoff, emit: Emit) -> None:
+        # The integration guides' contract: `init` is "called when a new audio stream
+        # begins" (a processor may build its state there rather than in __init__).
+        self.processor.init()
         decoder = PcmDecoder(handoff.sample_rate, ENGINE_SAMPLE_RATE)
         held: Audio = np.zeros(0, dtype=np.float32)  # decoded, not yet given to the processor
         pending = 0  # samples given since the last committing pass

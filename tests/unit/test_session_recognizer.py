@@ -447,7 +447,7 @@ async def test_audio_queued_together_is_taken_in_one_batch_and_one_pass() -> Non
     assert h.handoff.queued_seconds == pytest.approx(3.0)
     h.start()
     await until(lambda: h.handoff.takes == 2)
-    assert processor.log == [("insert", 3 * SR), ("iter", 3 * SR)]
+    assert processor.log == [("init", 0), ("insert", 3 * SR), ("iter", 3 * SR)]
     assert h.handoff.queued_seconds == 0.0
     h.handoff.end()
     h.join()
@@ -496,7 +496,7 @@ async def test_end_without_audio_still_finishes_and_completes() -> None:
     h = await started(harness(processor))
     h.handoff.end()
     h.join()
-    assert processor.log == [("finish", 0)]
+    assert processor.log == [("init", 0), ("finish", 0)]
     assert len(h.events) == 1
     assert isinstance(h.events[0], CompleteEvent)
 
@@ -508,7 +508,7 @@ async def test_audio_taken_with_the_end_goes_to_finish_without_a_pass() -> None:
     h.handoff.end()
     h.start()  # one batch: the audio and the end together
     h.join()
-    assert processor.log == [("insert", round(1.4 * SR)), ("finish", round(1.4 * SR))]
+    assert processor.log == [("init", 0), ("insert", round(1.4 * SR)), ("finish", round(1.4 * SR))]
     assert h.finals == [" all"]
     assert isinstance(h.events[-1], CompleteEvent)
 
@@ -562,7 +562,7 @@ async def test_abort_during_a_pass_drops_queued_audio_and_stops_after_the_pass()
     assert h.handoff.queued_seconds == 0.0
     gate.set()
     h.join()
-    assert processor.log == [("insert", SR), ("iter", SR)]  # the queued 2 s never arrived
+    assert processor.log == [("init", 0), ("insert", SR), ("iter", SR)]  # the queued 2 s never arrived
     assert not any(isinstance(e, CompleteEvent) for e in h.events)
 
 

@@ -265,3 +265,27 @@ def test_a_span_splits_before_the_first_word_that_starts_at_the_pause() -> None:
     # Words that do not make up the text (an engine that rewrote it): never split.
     rewritten = TextSpan(0.4, 3.6, " Ask not, what", words)
     assert split_span(rewritten, 2.0) == (rewritten, None)
+
+
+async def test_a_processor_is_initialised_when_its_stream_begins() -> None:
+    """The guides: ``init(offset)`` is "called when a new audio stream begins"; a
+    processor that builds its state there (not in ``__init__``) must work."""
+
+    class BuiltInInit:
+        def init(self, offset: float = 0.0) -> None:
+            self.heard = 0  # no such attribute until init()
+            self.offset = offset
+
+        def insert_audio_chunk(self, audio: Any) -> None:
+            self.heard += len(audio)
+
+        def process_iter(self) -> tuple[float, float, str] | None:
+            return None
+
+        def finish(self) -> tuple[float, float, str]:
+            return (self.offset, self.heard / SR, f" heard{self.heard}")
+
+    run = Run(BuiltInInit(), asyncio.get_running_loop())
+    await run.put(pcm(silence(0.5)))
+    run.end()
+    assert run.story() == [(" heard8000", "end"), ("complete",)]
