@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from app.asr.base import EngineRequest, RecognizerLoader, StreamingOptions
 from app.core import SessionCore
 from app.errors import ASRError, BackendFailure, ConfigError, echo
-from app.languages import to_whisper_language
+from app.languages import is_bcp47, to_whisper_language
 from app.messages import ErrorMessage
 from app.plan import SessionDefaults
 
@@ -87,6 +87,16 @@ def admin_router(endpoint: SessionCore) -> APIRouter:
             )
         model = body.model or (current.model if backend == current.backend else "")
         language_code = body.lan or current.language_code
+        if not is_bcp47(language_code):
+            # It becomes the sessions' default language: refuse what they would refuse.
+            error = ConfigError(
+                f"Field 'lan' {echo(language_code)} is not a BCP-47 language tag (examples: "
+                "'en', 'en-US', 'ar-EG'); there is no language detection ('auto'): name the "
+                "language the streams are in.",
+                code="unsupported_language",
+                field="lan",
+            )
+            return _error(error, backend)
         options = StreamingOptions(
             min_chunk_size=body.min_chunk_size,
             buffer_trimming=body.buffer_trimming,

@@ -23,7 +23,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from app.asr.base import EngineRequest, SupportsCheck
 from app.asr.registry import Registry
+from app.errors import ConfigError
+from app.languages import is_bcp47, to_whisper_language
 from app.settings import Settings
 
 # The guides' flag names for settings whose own names are longer (keys: the
@@ -90,6 +93,34 @@ def refuse_unusable_backend(settings: Settings, prog: str) -> None:
         )
     if models[model] != INSTALLED:
         _usage_error(prog, f"--model {model!r} cannot be used: {models[model]}")
+    refuse_unserved_language(settings, registry, prog)
+
+
+def refuse_unserved_language(settings: Settings, registry: Registry, prog: str) -> None:
+    """Exit with the reason when the default model cannot serve the default language
+    (``--lan ar-EG`` with the English-only ``tiny.en``, ``--lan auto``): start-up would
+    fail loading it, with a traceback."""
+    language_code = settings.default_language_code
+    if not is_bcp47(language_code):
+        _usage_error(
+            prog,
+            f"--lan {language_code!r} is not a BCP-47 language tag (examples: en-US, ar-EG); "
+            "there is no language detection: name the language streams are in.",
+        )
+    loader = registry.get_loader(settings.default_backend)
+    if not isinstance(loader, SupportsCheck):
+        return
+    request = EngineRequest(
+        backend=settings.default_backend,
+        model=settings.default_model,
+        language=to_whisper_language(language_code),
+        language_code=language_code,
+    )
+    try:
+        loader.check(request)
+    except ConfigError as exc:
+        flag = "--lan" if exc.field == "language_code" else "--model"
+        _usage_error(prog, f"{flag}: {exc.detail}")
 
 
 def _problem(error: object) -> str:

@@ -87,6 +87,9 @@ def test_load_model_applies_streaming_options(client: TestClient) -> None:
     [
         ({"backend": "nope"}, "unknown_backend", "not registered"),
         ({"model": "tiny.en", "lan": "ar"}, "unsupported_language", "'base'"),
+        # The sessions' default language after it: what they would refuse is refused here.
+        ({"lan": "auto"}, "unsupported_language", "no language detection"),
+        ({"lan": "en_US"}, "unsupported_language", "BCP-47"),
         ({"model": "tiny.en", "task": "translate"}, "unsupported_task", "base"),
         ({"model": "/no/such/folder"}, "unknown_model", "CTranslate2"),
         ({"backend": "whisper_timestamped"}, "backend_unavailable", "pip install"),

@@ -65,9 +65,9 @@ def test_every_setting_is_a_flag_under_its_own_name(tmp_path: Path) -> None:
 
 
 def test_flags_win_over_the_environment_and_dotenv(monkeypatch: pytest.MonkeyPatch) -> None:
-    Path(".env").write_text("PORT=7000\nDEFAULT_LANGUAGE_CODE=de-DE\nMIN_CHUNK_SIZE=2.0\n")
+    Path(".env").write_text("PORT=7000\nDEFAULT_LANGUAGE_CODE=en-AU\nMIN_CHUNK_SIZE=2.0\n")
     monkeypatch.setenv("PORT", "7100")
-    monkeypatch.setenv("DEFAULT_LANGUAGE_CODE", "ar-EG")
+    monkeypatch.setenv("DEFAULT_LANGUAGE_CODE", "en-GB")
     settings = settings_from_command_line(["--port", "9880", "--lan", "en", "--model", "tiny.en"])
     assert (settings.port, settings.default_language_code, settings.default_model) == (
         9880,
@@ -75,7 +75,8 @@ def test_flags_win_over_the_environment_and_dotenv(monkeypatch: pytest.MonkeyPat
         "tiny.en",
     )
     assert settings.min_chunk_size == 2.0  # no flag: .env still counts
-    assert settings_from_command_line([]).port == 7100  # and the environment over .env
+    from_env = settings_from_command_line([])  # and the environment over .env
+    assert (from_env.port, from_env.default_language_code) == (7100, "en-GB")
 
 
 def test_help_lists_every_setting_and_the_guides_names_and_exits(
@@ -101,6 +102,11 @@ def test_help_lists_every_setting_and_the_guides_names_and_exits(
         (["--backend", "mlx-whisper"], "cannot run here: mlx-whisper runs only on Apple Silicon"),
         (["--backend", "nonesuch"], "'nonesuch' is not registered; available:"),
         (["--model", "small"], "--model 'small' is not available to backend 'faster-whisper'"),
+        # The default model cannot serve the default language: a usage error, not a
+        # traceback at start-up (guide 004's DEFAULT_LANGUAGE_CODE=ar-EG with tiny.en).
+        (["--lan", "ar-EG"], "--lan: Model 'tiny.en' understands English only"),
+        (["--lan", "auto"], "there is no language detection"),
+        (["--lan", "en_US"], "is not a BCP-47 language tag"),
     ],
 )
 def test_a_bad_command_line_is_an_error(
