@@ -163,6 +163,23 @@ async def test_kill_9_ends_that_nodes_sessions_only_and_new_ones_avoid_it(
     assert active_sessions(scripted) == [2, None, 2]
     for e in await asyncio.gather(*(finish(ws, 1) for ws in fresh)):
         assert e.close_code == 1000 and counted_to_the_end(e, 1), e
+    await eventually(lambda: active_sessions(scripted) == [0, None, 0], "sessions closed")
+
+    # Every live node full (behind the proxy's back, so it counts no connection
+    # anywhere and its order varies), one dead: a node's kind of 503 whichever node
+    # the proxy tried last (nginx answered its own HTML 502 when that was the dead one,
+    # HAProxy its HTML 503 "No server is available" when it had none left to try).
+    live = [node for node in scripted.nodes if node is not victim]
+    direct = [await open_session(node.ws_url) for node in live for _ in range(2)]
+    for _ in range(6):
+        response = (await refused(scripted.url)).response
+        seen = (response.status_code, dict(response.headers), response.body)
+        assert response.status_code == 503 and "Retry-After" in response.headers, seen
+        assert int(response.headers["Retry-After"]) >= 1
+        body = json.loads(response.body)
+        assert body["type"] == "error" and body["code"] == "server_full", body
+    for e in await asyncio.gather(*(finish(ws, 1) for ws in direct)):
+        assert e.close_code == 1000 and counted_to_the_end(e, 1), e
     scripted.start_node(victim)  # whole again for whatever runs next
 
 

@@ -11,6 +11,7 @@ nginx's (`nginx -t`, `haproxy -c`).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -268,6 +269,17 @@ def test_grace_periods_cover_the_drain() -> None:
     assert strategy["maxUnavailable"] == 0
 
 
+def test_compose_trusts_only_nginx_for_the_clients_address() -> None:
+    """nginx appends the address it saw to the client's own X-Forwarded-For; trusting
+    every hop ("*") would take what the client claims (per-client limits bypassed)."""
+    trusted = compose_service("asr")["environment"]["TRUSTED_PROXIES"]
+    nginx = compose_service("nginx")["networks"]["nodes"]["ipv4_address"]
+    assert trusted == nginx
+    subnet = yaml.safe_load(COMPOSE.read_text())["networks"]["nodes"]["ipam"]["config"][0]
+    assert ipaddress.ip_address(nginx) in ipaddress.ip_network(subnet["subnet"])
+    assert compose_service("asr")["networks"] == ["nodes"]
+
+
 class StandInNode(BaseHTTPRequestHandler):
     """Answers like a draining node: /drain 202, then /ready 503 until no session is left."""
 
@@ -389,6 +401,9 @@ def test_ingress_retries_503_and_keeps_sessions_open() -> None:
     annotations = k8s_objects()["Ingress"]["metadata"]["annotations"]
     prefix = "nginx.ingress.kubernetes.io/"
     assert "http_503" in annotations[prefix + "proxy-next-upstream"].split()
+    # Every pod once, as the nginx config: 3 tries refused sessions while pods had room.
+    tries = int(annotations[prefix + "proxy-next-upstream-tries"])
+    assert tries == 0 or tries >= k8s_objects()["HorizontalPodAutoscaler"]["spec"]["maxReplicas"]
     assert int(annotations[prefix + "proxy-read-timeout"]) >= 3600
     assert int(annotations[prefix + "proxy-send-timeout"]) >= 3600
 
