@@ -1,10 +1,10 @@
-# Seed 002's Step 3, `my_model_loader.py`, verbatim but for the package in its two
-# imports (real_time_asr_backend.* -> asr_interface.*). Lint is off so it stays so.
+# Seed 002's Step 3, `my_model_loader.py`, verbatim, its imports included (the
+# `real_time_asr_backend` package gives them). Lint is off so it stays so.
 # ruff: noqa
 
 import sys
-from asr_interface.core.protocols import ModelLoader, ASRProcessor
-from asr_interface.backends.whisper_online_processor import OnlineASRProcessor
+from real_time_asr_backend.real_time_asr_protocols import ModelLoader, ASRProcessor
+from real_time_asr_backend.slimer_whisper_online import OnlineASRProcessor
 from .my_custom_asr import MyCustomASR  # Import your custom ASR class from Step 1
 
 class MyCustomASRLoader(ModelLoader):
