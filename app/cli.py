@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pydantic import ValidationError
+from pydantic_settings import SettingsError
 
 from app.asr.base import EngineRequest, SupportsCheck
 from app.asr.registry import Registry
@@ -60,6 +61,8 @@ def settings_from_command_line(
     except ValidationError as exc:
         problems = "; ".join(_problem(error) for error in exc.errors())
         _usage_error(prog, problems)
+    except SettingsError as exc:  # a value the environment gives as JSON that does not parse
+        _usage_error(prog, str(exc))
     refuse_unusable_backend(settings, prog)
     return settings
 

@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ENGINE_SAMPLE_RATE = 16_000
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 48_000
+ICE_SERVER_KEYS = frozenset({"urls", "username", "credential"})  # WEBRTC_ICE_SERVERS entries
 
 
 class Settings(BaseSettings):
@@ -169,6 +170,15 @@ class Settings(BaseSettings):
             if entry.strip() not in ("", "*") and not _is_network(entry.strip()):
                 raise ValueError(
                     f"TRUSTED_PROXIES: {entry.strip()[:40]!r} is not an address or a network"
+                )
+        for number, server in enumerate(self.webrtc_ice_servers):
+            # Caught here, not as a 500 on every offer (aiortc's RTCIceServer needs urls).
+            unknown = sorted(set(server) - ICE_SERVER_KEYS)
+            if "urls" not in server or unknown:
+                raise ValueError(
+                    f"WEBRTC_ICE_SERVERS entry {number}: an RTCIceServer has 'urls' and may "
+                    f"have 'username' and 'credential'"
+                    + (f"; not {', '.join(repr(k[:40]) for k in unknown)}" if unknown else "")
                 )
         return self
 

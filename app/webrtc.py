@@ -447,6 +447,7 @@ class PeerTransport(OverHTTP):
         pc.on("connectionstatechange", self._on_state)
         try:
             await pc.setRemoteDescription(RTCSessionDescription(self.offer.sdp, "offer"))
+            _refuse_unread_media(pc)
             self.jitter = install(pc)  # before any packet: see app/jitter.py
             await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc's negotiation errors vary (ValueError, others)
@@ -701,3 +702,20 @@ class WebRTCDoor:
 
 def _text(value: str | list[str] | None) -> str | None:
     return value if isinstance(value, str) else None
+
+
+def _refuse_unread_media(pc: RTCPeerConnection) -> None:
+    """Answer every media section but the first audio one the client sends as inactive.
+
+    The session reads one audio track. aiortc decodes whatever it receives into a
+    queue that only a reader empties: an accepted video track grew the server's
+    memory by about 13 MB a second for the whole session.
+    """
+    kept = False
+    for transceiver in pc.getTransceivers():
+        # aiortc keeps the offer's direction only here (the answer's comes from it).
+        sends = transceiver._offerDirection in ("sendrecv", "sendonly")
+        if transceiver.kind == "audio" and sends and not kept:
+            kept = True
+            continue
+        transceiver.direction = "inactive"

@@ -100,6 +100,40 @@ async def test_stop_gives_finals_then_complete(scripted_server: str) -> None:
     await settled(base)
 
 
+async def test_only_the_audio_track_is_taken_a_video_one_is_answered_inactive(
+    scripted_server: str,
+) -> None:
+    """A camera beside the microphone: the session reads one audio track, and aiortc
+    decodes whatever it receives into a queue no one reads (about 13 MB a second of
+    server memory for a video track). The answer turns every other section off."""
+    from aiortc import VideoStreamTrack
+
+    base = http_base(scripted_server)
+    track = WavTrack(tone(2.5), RATE)
+    peer = Peer(base)
+    peer.pc.addTrack(VideoStreamTrack())
+    peer.pc.addTrack(track)  # the first audio section: the session's
+    peer.pc.addTrack(WavTrack(tone(2.5), RATE))  # a second microphone: not read either
+    try:
+        response = await peer.offer(None, headers=AUTH)
+        assert response.status_code == 200, response.text
+        sections = re.split(r"^m=", peer.answer["sdp"], flags=re.MULTILINE)[1:]
+        directions = [
+            (m.split()[0], re.search(r"^a=(sendrecv|sendonly|recvonly|inactive)", m, re.M)[1])  # type: ignore[index]
+            for m in sections
+            if m.startswith(("audio", "video"))
+        ]
+        assert directions == [("video", "inactive"), ("audio", "recvonly"), ("audio", "inactive")]
+        await peer.until("metadata", 10)
+        await asyncio.wait_for(track.finished.wait(), 30)
+        peer.send({"type": "stop"})
+        await peer.until("complete", 15)
+        assert peer.transcript.split()[:2] == ["w0", "w1"], peer.transcript
+    finally:
+        await peer.close()
+    await settled(base)
+
+
 async def test_a_gap_in_the_track_keeps_stream_time(scripted_server: str) -> None:
     """The sender pauses 1 s after 1.2 s (its RTP timestamps move on): 1 s of silence.
 

@@ -35,3 +35,23 @@ def test_building_the_app_does_not_import_aiortc() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_an_ice_server_without_urls_is_refused_at_start(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiortc's RTCIceServer needs ``urls``: a typo ("url") failed every offer with 500."""
+    from app.cli import settings_from_command_line
+
+    monkeypatch.setenv("WEBRTC_ICE_SERVERS", '[{"url": "stun:stun.example.com:3478"}]')
+    with pytest.raises(SystemExit) as exit_:
+        settings_from_command_line([], prog="run.py")
+    assert exit_.value.code == 2
+    assert "entry 0: an RTCIceServer has 'urls'" in capsys.readouterr().err
+    monkeypatch.setenv("WEBRTC_ICE_SERVERS", "not json")  # one line, not a traceback
+    with pytest.raises(SystemExit) as exit_:
+        settings_from_command_line([], prog="run.py")
+    assert exit_.value.code == 2 and "webrtc_ice_servers" in capsys.readouterr().err
+    good = '[{"urls": ["stun:stun.example.com:3478"], "username": "u", "credential": "c"}]'
+    monkeypatch.setenv("WEBRTC_ICE_SERVERS", good)
+    assert settings_from_command_line([], prog="run.py").webrtc_ice_servers[0]["username"] == "u"
