@@ -180,10 +180,28 @@ def check_sdp(sdp: str) -> None:
     """An offer this door can answer: it parses, sends audio, and has a data channel."""
     from aiortc.sdp import SessionDescription
 
+    # aiortc's parser takes any text ("hello world" is an SDP of no media): an offer
+    # starts with its version line and has media sections.
+    if not sdp.lstrip().startswith("v=0") or "\nm=" not in sdp:
+        raise _invalid_offer(
+            "Field 'sdp' is not an SDP offer: it starts with 'v=0' and has media ('m=') "
+            "sections; send RTCPeerConnection.localDescription.sdp after createOffer().",
+            code="invalid_sdp",
+        )
     try:
         description = SessionDescription.parse(sdp)
     except Exception:  # the parser's errors vary (ValueError, IndexError, KeyError)
         raise _invalid_offer("Field 'sdp' is not a valid SDP offer.", code="invalid_sdp") from None
+    if not description.media or any(
+        not m.dtls or not m.dtls.fingerprints for m in description.media
+    ):
+        # Else answered 200, then the DTLS transport failed (an assertion in aiortc)
+        # and the session was dropped without a word.
+        raise _invalid_offer(
+            "The offer has no DTLS fingerprint ('a=fingerprint:') for every media section: "
+            "WebRTC media is DTLS-SRTP, and the answer needs the client's certificate.",
+            code="invalid_sdp",
+        )
     kinds = {media.kind for media in description.media}
     sending = [
         m

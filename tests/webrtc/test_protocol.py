@@ -312,6 +312,20 @@ async def test_bad_offers(scripted_server: str) -> None:
     assert (response.status_code, response.json()["code"]) == (400, "invalid_sdp")
     response = await refused(base, headers=AUTH, body={"type": "answer"})
     assert (response.status_code, response.json()["code"]) == (400, "invalid_offer")
+    # Text that is no SDP at all, and an offer cut short: not "add a track".
+    for text in ("hello world", "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\n"):
+        response = await refused(base, headers=AUTH, body={"sdp": text})
+        assert (response.status_code, response.json()["code"]) == (400, "invalid_sdp"), text
+    # A real offer without its DTLS fingerprint was answered 200, then dropped in silence.
+    peer = Peer(base)
+    peer.pc.addTrack(WavTrack(tone(1), RATE))
+    peer.pc.createDataChannel("asr")
+    await peer.pc.setLocalDescription(await peer.pc.createOffer())
+    unsigned = re.sub(r"^a=fingerprint:.*\r?\n", "", peer.pc.localDescription.sdp, flags=re.M)
+    await peer.close()
+    response = await refused(base, headers=AUTH, body={"sdp": unsigned})
+    assert (response.status_code, response.json()["code"]) == (400, "invalid_sdp")
+    assert "fingerprint" in response.json()["detail"]
     await settled(base)
 
 
