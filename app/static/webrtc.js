@@ -166,5 +166,11 @@ window.asrWebRTC = (() => {
     setStatus(state, detail);
   }
 
+  // A closed tab tells the server nothing until the track times out (about 30 s
+  // in Chromium, the session held meanwhile); closing the connection frees it now.
+  window.addEventListener("pagehide", () => {
+    if (rtc) end(rtc, "idle");
+  });
+
   return { selected, running: () => rtc !== null, start, stop };
 })();

@@ -14,10 +14,12 @@ lost or doubled audio, a wrong rate or a broken gap would cost.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import wave
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 
@@ -105,3 +107,43 @@ def test_chromium_page_over_webrtc(model_server: str, tmp_path: Path) -> None:
     chromium_page_over_webrtc(
         native, page_url(model_server), padded_clip(tmp_path), chromium_path()
     )
+
+
+def webrtc_peers(page: str) -> float:
+    """The server's `asr_webrtc_peer_connections` (no keys on this server)."""
+    text = httpx.get(f"{page}metrics", timeout=5).text
+    match = re.search(r"^asr_webrtc_peer_connections (\S+)$", text, re.MULTILINE)
+    assert match, "asr_webrtc_peer_connections not in /metrics"
+    return float(match.group(1))
+
+
+def test_closing_the_tab_frees_the_session_at_once(model_server: str, tmp_path: Path) -> None:
+    """A closed tab tells the server nothing until the track times out (about 30 s in
+    Chromium, the session and its capacity held meanwhile): the page closes its peer
+    connection when it is hidden for good."""
+    page = page_url(model_server)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium_path(),
+            headless=True,
+            args=[
+                *COMMON_ARGS,
+                "--use-fake-ui-for-media-stream",
+                f"--use-file-for-fake-audio-capture={padded_clip(tmp_path)}%noloop",
+            ],
+        )
+        try:
+            tab = browser.new_page()
+            tab.goto(page)
+            tab.select_option("#transport", "webrtc")
+            tab.click("#start")
+            tab.wait_for_function(STATE_IS, arg="streaming", timeout=30_000)
+            assert webrtc_peers(page) == 1
+            tab.close()
+            closed = time.monotonic()
+            while webrtc_peers(page) and time.monotonic() - closed < 10:
+                time.sleep(0.2)
+            freed_after = time.monotonic() - closed
+        finally:
+            browser.close()
+    assert freed_after < 5, f"the peer connection was held {freed_after:.1f} s after the tab"
