@@ -7,8 +7,9 @@
 
 const WEBRTC_OFFER_PATH = "/webrtc/offer";
 const WEBRTC_CHANNEL = "asr";
-// No trickle: the offer goes with its candidates. Host candidates come at once; a
-// STUN or TURN server configured in the page would take longer.
+// No trickle: the offer goes with its candidates. Host candidates come at once (the
+// page configures no STUN or TURN server; a browser whose network blocks UDP should
+// use the WebSocket transport).
 const ICE_GATHER_TIMEOUT_MS = 3000;
 
 window.asrWebRTC = (() => {
