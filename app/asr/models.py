@@ -56,15 +56,17 @@ def is_english_only(name: str, model_dir: Path) -> bool:
 
 
 def resolve_model_dir(name: str, cache_dir: Path) -> Path:
-    """The local folder of model ``name`` (a bundled name or a folder path)."""
+    """The local folder of model ``name`` (a bundled name or a folder path), resolved:
+    loaders share a model by its folder, and every spelling of one folder (``..``,
+    a symlink, the bundled model's own path) must be one model, not another copy."""
     if name == TINY_EN:
-        return _tiny_en()
+        return _tiny_en().resolve()
     if name == BASE:
-        return _assembled_base(cache_dir / BASE)
+        return _assembled_base(cache_dir / BASE).resolve()
     try:
         path = Path(name).expanduser()
         if (path / "model.bin").is_file() and (path / "config.json").is_file():
-            return path
+            return path.resolve()
     # A name no folder can have is an unknown model, not a server failure (bench/fuzz.py):
     # too long (ENAMETOOLONG), "~nobody" (RuntimeError), "~\x00" (ValueError).
     except (OSError, RuntimeError, ValueError):
