@@ -110,6 +110,10 @@ def main() -> None:
         port=settings.port,
         log_level=settings.log_level,
         ws_max_size=max(MIN_TRANSPORT_LIMIT, settings.max_frame_bytes * TRANSPORT_SIZE_FACTOR),
+        # h11 bounds a request's head (16 KiB: `h11_max_incomplete_event_size`); httptools,
+        # uvicorn's default when installed, took endless header lines (an outside audit:
+        # 400 MiB of headers on one connection, 660 MB of memory, no answer).
+        http="h11",
         # X-Forwarded-For names the client only when the peer is a trusted proxy (uvicorn
         # trusts 127.0.0.1 by default: any local process could then pose as anyone).
         proxy_headers=bool(settings.trusted_proxies.strip()),

@@ -335,6 +335,32 @@ async def test_leak_check_1000_abrupt_disconnects(url: str) -> None:
     await assert_healthy(url)
 
 
+async def test_a_handshake_with_endless_headers_is_refused_not_buffered(url: str) -> None:
+    """A request head is bounded (16 KiB): endless header lines got no answer while the
+    server's memory grew by a megabyte per megabyte sent."""
+    pid = PIDS[url]
+    rss_before = _rss_kb(pid)
+    port = int(url.split(":")[2].split("/")[0])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET /ws/asr-stream HTTP/1.1\r\nHost: x\r\n")
+    sent = 0
+    answer = b""
+    with contextlib.suppress(ConnectionError):
+        for _ in range(2000):  # up to 16 MB of 8 KB header lines
+            writer.write(b"X-Pad: " + b"a" * 8192 + b"\r\n")
+            await writer.drain()
+            sent += 8201
+            with contextlib.suppress(TimeoutError):
+                answer = await asyncio.wait_for(reader.read(200), 0.001)
+            if answer or reader.at_eof():
+                break
+    writer.close()
+    assert sent < 1_000_000, f"{sent} bytes of headers taken"
+    assert answer.startswith(b"HTTP/1.1 4") or answer == b"", answer
+    assert _rss_kb(pid) < rss_before + 20_000
+    await assert_healthy(url)
+
+
 def _rss_kb(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
