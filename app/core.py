@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import time
 import uuid
@@ -79,6 +80,8 @@ MAX_UNSENT_EVENTS = 256
 # A local stream with more audio than this waiting for the engine is behind (the lag
 # goal is 3 s): when half the local streams are, admission refuses new ones.
 BEHIND_SEC = 3.0
+# At most one `engine_behind` notice per stream in this long, however its backlog swings.
+ENGINE_BEHIND_REPEAT_SEC = 30.0
 
 
 # --------------------------------------------------------------------------- the adapter's side
@@ -211,6 +214,7 @@ class Stream:
     end_reason: str | None = None  # the code of a limit or shutdown that ended the stream
     told_stopped: bool = False  # audio/control after the end is answered once, then ignored
     behind: bool = False  # warned that the engine is behind
+    behind_told_at: float = -math.inf  # monotonic time of the last engine_behind notice
     # (seconds of input audio so far, when that audio arrived): for the lag of finals.
     arrivals: deque[tuple[float, float]] = field(default_factory=deque)
     figures: SessionFigures = field(default_factory=SessionFigures)  # for the closing log line
@@ -503,8 +507,16 @@ class SessionCore:
         metrics.audio_received.inc(framer.seconds_in - before)
         stream.arrivals.append((framer.seconds_in, time.monotonic()))
         backlog = stream.session.handoff.queued_seconds
-        if backlog > settings.max_backlog_sec and not stream.behind:
+        now = time.monotonic()
+        if (
+            backlog > settings.max_backlog_sec
+            and not stream.behind
+            # A pass takes the whole queue, so a client sending in a burst empties it at
+            # every pass: without a pause, each pass started an "episode" (10 in 36 s).
+            and now - stream.behind_told_at >= ENGINE_BEHIND_REPEAT_SEC
+        ):
             stream.behind = True
+            stream.behind_told_at = now
             self._notify(
                 stream,
                 LimitError(

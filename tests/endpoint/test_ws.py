@@ -390,6 +390,31 @@ def test_after_a_limit_ends_the_session_no_interim_comes(loader: CountingLoader)
     assert after[-1] == "complete" and True in after and close == 1008
 
 
+def test_engine_behind_is_told_once_however_a_burst_swings_the_backlog() -> None:
+    """A pass takes the whole queue, so a client sending in bursts empties the backlog
+    at every pass: each burst was a new "episode" and a new notice (10 in 36 s)."""
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        default_backend="slow",
+        default_model="counting",
+        max_backlog_sec=1.0,
+        audio_queue_seconds=10.0,
+    )
+    registry = Registry(settings, entries={})
+    registry.register_loader("slow", CountingLoader(iter_delay=1.0))
+    with TestClient(create_app(settings, registry)) as client, client.websocket_connect(URL) as ws:
+        start(ws, interim_results=False)
+        for _ in range(3):  # bursts of 4 s: past the 1 s backlog during a pass, drained after
+            send_audio(ws, 4.0)
+            time.sleep(2.5)
+        ws.send_text('{"type": "stop"}')
+        messages, close = drain(ws)
+    notices = [m for m in messages if m["type"] == "error" and m["code"] == "engine_behind"]
+    assert len(notices) == 1, [m.get("code") for m in messages]
+    finals = "".join(m["text"] for m in messages if m["type"] == "transcript" and m["is_final"])
+    assert finals.endswith("end192000") and close == 1000  # every sample, nothing dropped
+
+
 def test_disconnect_tears_the_session_down(client: TestClient, app: FastAPI) -> None:
     baseline = len(asr_threads())
     with client.websocket_connect(URL) as ws:
