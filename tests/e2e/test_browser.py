@@ -17,7 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
 from bench.stream_latency import longest_dropped_run, word_error_rate
 from tests.support.commands import AUDIO, ROOT
@@ -53,6 +53,22 @@ def chromium_path() -> str:
             pytest.fail(message)
         pytest.skip(message)
     return str(CHROMIUM)
+
+
+def launch_with_microphone(
+    playwright: Playwright, clip: Path, *extra_args: str, executable: str | None = None
+) -> Browser:
+    """Headless Chromium whose fake microphone plays ``clip`` once (prompt answered "allow")."""
+    return playwright.chromium.launch(
+        executable_path=executable or chromium_path(),
+        headless=True,
+        args=[
+            *COMMON_ARGS,
+            "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-audio-capture={clip}%noloop",
+            *extra_args,
+        ],
+    )
 
 
 def page_url(ws_url: str, host: str = "127.0.0.1") -> str:
@@ -96,15 +112,7 @@ def refusing_browser() -> Iterator[Browser]:
 def test_page_transcribes_the_microphone(server_url: str) -> None:
     """Start, the clip plays into the microphone, Stop: the spoken words are on the page."""
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path(),
-            headless=True,
-            args=[
-                *COMMON_ARGS,
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={FAKE_MICROPHONE}%noloop",
-            ],
-        )
+        browser = launch_with_microphone(playwright, FAKE_MICROPHONE)
         try:
             page = browser.new_page(viewport={"width": 1000, "height": 640})
             problems = watch(page)

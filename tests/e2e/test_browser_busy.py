@@ -10,7 +10,7 @@ from playwright.sync_api import sync_playwright
 from websockets.sync.client import connect
 
 from bench.server import running_server
-from tests.e2e.test_browser import COMMON_ARGS, FAKE_MICROPHONE, chromium_path, page_url, watch
+from tests.e2e.test_browser import FAKE_MICROPHONE, launch_with_microphone, page_url, watch
 from tests.e2e.test_hardening import BASE_ENV, CONFIG
 
 pytestmark = pytest.mark.e2e
@@ -28,15 +28,7 @@ def test_page_says_busy_when_the_node_refuses_the_handshake(one_slot: str) -> No
     with connect(one_slot) as held, sync_playwright() as playwright:
         held.send(json.dumps(CONFIG))
         assert json.loads(held.recv())["type"] == "metadata"  # the only slot is taken
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path(),
-            headless=True,
-            args=[
-                *COMMON_ARGS,
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={FAKE_MICROPHONE}%noloop",
-            ],
-        )
+        browser = launch_with_microphone(playwright, FAKE_MICROPHONE)
         try:
             page = browser.new_page()
             problems = watch(page)

@@ -523,18 +523,10 @@ def test_the_page_resumes_its_microphone_stream_on_another_node(scripted: Cluste
     """Real Chromium through nginx, a fake microphone, the serving node killed mid-stream."""
     from playwright.sync_api import sync_playwright
 
-    from tests.e2e.test_browser import COMMON_ARGS, STATE_IS, chromium_path, watch
+    from tests.e2e.test_browser import STATE_IS, launch_with_microphone, watch
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path(),
-            headless=True,
-            args=[
-                *COMMON_ARGS,
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={AUDIO / 'en_16k.wav'}%noloop",
-            ],
-        )
+        browser = launch_with_microphone(playwright, AUDIO / "en_16k.wav")
         try:
             page = browser.new_page()
             problems = watch(page)

@@ -366,18 +366,23 @@ def test_a_slow_engine_does_not_block_reading(client: TestClient) -> None:
     assert finals.endswith("end64000")  # all 4 s arrived
 
 
-def test_after_a_limit_ends_the_session_no_interim_comes(loader: CountingLoader) -> None:
-    """The error comes first, then the last finals and `complete` (STREAMING.md §4):
-    a pass that was running when the limit struck shows no interim after the error."""
+def slow_engine_client(**limits: float) -> TestClient:
+    """A client of an app whose default engine takes 1 s per pass, with these settings."""
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         default_backend="slow",
         default_model="counting",
-        max_session_sec=1.5,
+        **limits,  # type: ignore[arg-type]
     )
     registry = Registry(settings, entries={})
     registry.register_loader("slow", CountingLoader(iter_delay=1.0))
-    with TestClient(create_app(settings, registry)) as client, client.websocket_connect(URL) as ws:
+    return TestClient(create_app(settings, registry))
+
+
+def test_after_a_limit_ends_the_session_no_interim_comes(loader: CountingLoader) -> None:
+    """The error comes first, then the last finals and `complete` (STREAMING.md §4):
+    a pass that was running when the limit struck shows no interim after the error."""
+    with slow_engine_client(max_session_sec=1.5) as client, client.websocket_connect(URL) as ws:
         start(ws)
         send_audio(ws, 1.0)
         time.sleep(0.3)  # the engine is inside its pass
@@ -393,16 +398,8 @@ def test_after_a_limit_ends_the_session_no_interim_comes(loader: CountingLoader)
 def test_engine_behind_is_told_once_however_a_burst_swings_the_backlog() -> None:
     """A pass takes the whole queue, so a client sending in bursts empties the backlog
     at every pass: each burst was a new "episode" and a new notice (10 in 36 s)."""
-    settings = Settings(
-        _env_file=None,  # type: ignore[call-arg]
-        default_backend="slow",
-        default_model="counting",
-        max_backlog_sec=1.0,
-        audio_queue_seconds=10.0,
-    )
-    registry = Registry(settings, entries={})
-    registry.register_loader("slow", CountingLoader(iter_delay=1.0))
-    with TestClient(create_app(settings, registry)) as client, client.websocket_connect(URL) as ws:
+    limits = {"max_backlog_sec": 1.0, "audio_queue_seconds": 10.0}
+    with slow_engine_client(**limits) as client, client.websocket_connect(URL) as ws:
         start(ws, interim_results=False)
         for _ in range(3):  # bursts of 4 s: past the 1 s backlog during a pass, drained after
             send_audio(ws, 4.0)

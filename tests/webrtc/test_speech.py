@@ -30,7 +30,13 @@ from playwright.sync_api import sync_playwright
 from bench.stream_latency import word_error_rate
 from clients.asr_client import ASRStreamClient
 from clients.asr_client import read_wav as read_pcm
-from tests.e2e.test_browser import COMMON_ARGS, STATE_IS, chromium_path, page_url, watch
+from tests.e2e.test_browser import (
+    STATE_IS,
+    chromium_path,
+    launch_with_microphone,
+    page_url,
+    watch,
+)
 from tests.support.commands import AUDIO
 from tests.webrtc.peer import read_wav
 
@@ -65,16 +71,7 @@ def chromium_page_over_webrtc(
 ) -> None:
     """Chromium opens ``page``, picks WebRTC, presses Start, then Stop: the clip's transcript."""
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=executable,
-            headless=True,
-            args=[
-                *COMMON_ARGS,
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={clip}%noloop",
-                *extra_args,
-            ],
-        )
+        browser = launch_with_microphone(playwright, clip, *extra_args, executable=executable)
         try:
             tab = browser.new_page()
             problems = watch(tab)
@@ -123,15 +120,7 @@ def test_closing_the_tab_frees_the_session_at_once(model_server: str, tmp_path: 
     connection when it is hidden for good."""
     page = page_url(model_server)
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_path(),
-            headless=True,
-            args=[
-                *COMMON_ARGS,
-                "--use-fake-ui-for-media-stream",
-                f"--use-file-for-fake-audio-capture={padded_clip(tmp_path)}%noloop",
-            ],
-        )
+        browser = launch_with_microphone(playwright, padded_clip(tmp_path))
         try:
             tab = browser.new_page()
             tab.goto(page)
