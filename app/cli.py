@@ -24,10 +24,11 @@ from pathlib import Path
 from pydantic import ValidationError
 from pydantic_settings import SettingsError
 
-from app.asr.base import EngineRequest, SupportsCheck
+from app.asr.base import SupportsCheck
 from app.asr.registry import Registry
 from app.errors import ConfigError
-from app.languages import is_bcp47, to_whisper_language
+from app.languages import is_bcp47
+from app.plan import SessionDefaults
 from app.settings import Settings
 
 # The guides' flag names for settings whose own names are longer (keys: the
@@ -113,14 +114,8 @@ def refuse_unserved_language(settings: Settings, registry: Registry, prog: str) 
     loader = registry.get_loader(settings.default_backend)
     if not isinstance(loader, SupportsCheck):
         return
-    request = EngineRequest(
-        backend=settings.default_backend,
-        model=settings.default_model,
-        language=to_whisper_language(language_code),
-        language_code=language_code,
-    )
     try:
-        loader.check(request)
+        loader.check(SessionDefaults.from_settings(settings).engine_request())
     except ConfigError as exc:
         flag = "--lan" if exc.field == "language_code" else "--model"
         _usage_error(prog, f"{flag}: {exc.detail}")

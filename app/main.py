@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from app.admin import admin_router
 from app.admission import Pool
-from app.asr.base import EngineRequest, RecognizerLoader
+from app.asr.base import RecognizerLoader
 from app.asr.registry import Registry, set_current
 from app.capacity import SupportsBusyCostEstimate, SupportsCostEstimate, busy_sessions
 from app.core import SessionCore
@@ -25,10 +25,10 @@ from app.deepgram import PATH as DEEPGRAM_PATH
 from app.deepgram import DeepgramWebSocket
 from app.errors import AuthError, UpgradeRequired, http_status
 from app.forwarded import ForwardedClient, TrustedProxies
-from app.languages import to_whisper_language
 from app.messages import ErrorMessage
 from app.openai_realtime import PATH as OPENAI_REALTIME_PATH
 from app.openai_realtime import OpenAIRealtime
+from app.plan import SessionDefaults
 from app.readiness import GOOGLE, Readiness, google_configured
 from app.settings import Settings
 from app.webrtc import PATH as WEBRTC_PATH
@@ -57,12 +57,7 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Load and warm the default engine before the first client arrives.
-        request = EngineRequest(
-            backend=settings.default_backend,
-            model=settings.default_model,
-            language=to_whisper_language(settings.default_language_code),
-            language_code=settings.default_language_code,
-        )
+        request = SessionDefaults.from_settings(settings).engine_request()
         loader = registry.get_loader(request.backend)
         if not isinstance(loader, RecognizerLoader):
             await asyncio.to_thread(loader.load, request)

@@ -166,7 +166,7 @@ def parse_control(text: str) -> ControlMessage:
     if kind is None:
         raise ProtocolError(
             "A control message needs a 'type': one of "
-            f"{', '.join(CONTROL_TYPES)} (as {{\"type\": \"stop\"}}).",
+            f'{", ".join(CONTROL_TYPES)} (as {{"type": "stop"}}).',
             code="unknown_message_type",
             fatal=False,
         )

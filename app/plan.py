@@ -33,6 +33,18 @@ class SessionDefaults:
             language_code=settings.default_language_code,
         )
 
+    def engine_request(self) -> EngineRequest:
+        """What the engine is asked for by a session that leaves every field out: what
+        start-up loads and warms, and what the command line checks."""
+        return EngineRequest(
+            backend=self.backend,
+            model=self.model,
+            language=to_whisper_language(self.language_code),
+            language_code=self.language_code,
+            task=self.task,
+            options=self.options,
+        )
+
 
 @dataclass(frozen=True)
 class SessionPlan:
